@@ -1,0 +1,3 @@
+from inferline.cli.main import main
+
+main()

@@ -1,0 +1,119 @@
+"""Root command: builds Settings once from flags, environment and file."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from inferline import __version__
+
+app = typer.Typer(
+    name="inferline",
+    help="Serve trained models online: Open Inference Protocol over REST and gRPC.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+ModelDir = Annotated[Path | None, typer.Option(help="Folder of models to serve.")]
+Host = Annotated[str | None, typer.Option(help="Address to listen on.")]
+HttpPort = Annotated[int | None, typer.Option(help="REST port.")]
+GrpcPort = Annotated[int | None, typer.Option(help="gRPC port.")]
+Workers = Annotated[int | None, typer.Option(help="Server processes sharing the ports.")]
+Config = Annotated[Path | None, typer.Option(help="YAML settings file (flags and env win).")]
+LogLevel = Annotated[str | None, typer.Option(help="debug, info, warning or error.")]
+
+
+def _settings(config: Path | None, **flags: Any) -> Any:
+    from pydantic import ValidationError
+
+    from inferline.settings import Settings
+
+    try:
+        return Settings.load(config, **flags)
+    except (ValidationError, ValueError) as exc:
+        typer.echo(f"inferline: invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _serve(settings: Any) -> None:
+    from inferline import server
+
+    if not settings.model_dir.is_dir():
+        typer.echo(f"inferline: model folder {settings.model_dir} does not exist", err=True)
+        raise typer.Exit(2)
+    if settings.workers == 1:
+        server.run(settings)
+        return
+    try:
+        workers = server.start_workers(settings)
+    except ValueError as exc:
+        typer.echo(f"inferline: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+    def forward(signum: int, _: Any) -> None:
+        for process in workers:
+            if process.is_alive():
+                process.terminate()
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for process in workers:
+        process.join()
+
+
+@app.command()
+def serve(
+    model_dir: ModelDir = None,
+    host: Host = None,
+    http_port: HttpPort = None,
+    grpc_port: GrpcPort = None,
+    workers: Workers = None,
+    log_level: LogLevel = None,
+    config: Config = None,
+) -> None:
+    """Serve every model found in a model folder over REST and gRPC."""
+    settings = _settings(
+        config,
+        model_dir=model_dir,
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        workers=workers,
+        log_level=log_level,
+    )
+    _serve(settings)
+
+
+@app.command()
+def demo(
+    model_dir: Annotated[Path, typer.Option(help="Where to write the demo model.")] = Path(
+        "demo-models"
+    ),
+    http_port: HttpPort = None,
+    grpc_port: GrpcPort = None,
+    serve_it: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Serve after training.")
+    ] = True,
+) -> None:
+    """Train a small random forest on the spot, export it to ONNX and serve it."""
+    from inferline.cli.demo import print_usage, write_demo_model
+
+    path = write_demo_model(model_dir)
+    typer.echo(f"demo model written to {path}")
+    settings = _settings(None, model_dir=model_dir, http_port=http_port, grpc_port=grpc_port)
+    if serve_it:
+        print_usage(settings)
+        _serve(settings)
+
+
+@app.command()
+def version() -> None:
+    """Print the inferline version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,219 @@
+"""The protocol-agnostic core every entry point calls.
+
+REST, gRPC, streams and batch jobs only parse, call this, and encode, so a model
+gives the same answer for the same input whichever way it is asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from inferline import __version__
+from inferline.batching import Batcher
+from inferline.errors import (
+    DeadlineExceeded,
+    InferlineError,
+    InternalError,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+)
+from inferline.repository import load_folder, scan_model_dir, version_key
+from inferline.runtimes.base import Inputs, Model, Outputs
+from inferline.settings import Settings, TensorSpec
+from inferline.types import InferRequest, InferResponse, Tensor, datatype_of
+from inferline.validation import check_inputs, check_limits
+
+__all__ = ["EXTENSIONS", "DataPlane", "ServedModel"]
+
+logger = logging.getLogger(__name__)
+
+EXTENSIONS = ("binary_tensor_data",)
+
+
+@dataclass(slots=True)
+class ServedModel:
+    """One loaded model version and how requests reach it (batched or not)."""
+
+    model: Model
+    batcher: Batcher | None
+    timeout: float | None
+
+    async def call(self, inputs: Inputs) -> Outputs:
+        run = self.batcher.submit(inputs) if self.batcher else self.model.infer(inputs)
+        if self.timeout is None:
+            return await run
+        try:
+            return await asyncio.wait_for(run, self.timeout)
+        except TimeoutError as exc:
+            raise DeadlineExceeded(
+                f"model {self.model.name!r} did not answer within {self.timeout * 1000:g} ms"
+            ) from exc
+
+
+class DataPlane:
+    """Loads the models of a folder and answers health, metadata and inference."""
+
+    def __init__(self, settings: Settings, executor: Executor | None = None) -> None:
+        self.settings = settings
+        self._executor = executor
+        self._owns_executor = executor is None
+        self._models: dict[str, dict[str, ServedModel]] = {}
+        self._default: dict[str, str] = {}
+        self._started = False
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                self.settings.executor_threads, thread_name_prefix="inferline-model"
+            )
+        for folder in scan_model_dir(self.settings.model_dir):
+            for model in await load_folder(folder, self._executor):
+                await self.add(model)
+        self._started = True
+
+    async def stop(self) -> None:
+        self._started = False
+        for name in list(self._models):
+            for version in list(self._models[name]):
+                await self.remove(name, version)
+        if self._owns_executor and self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def add(self, model: Model) -> None:
+        """Start serving a loaded model version (its batcher starts here, in the loop)."""
+        batching = model.settings.batching
+        batcher = None
+        if batching.max_batch_size > 0:
+            batcher = Batcher(model.infer, batching, name=f"{model.name}:{model.version}")
+            await batcher.start()
+        timeout = model.settings.timeout_ms / 1000 if model.settings.timeout_ms else None
+        self._models.setdefault(model.name, {})[model.version] = ServedModel(
+            model, batcher, timeout
+        )
+        self._default[model.name] = max(self._models[model.name], key=version_key)
+
+    async def remove(self, name: str, version: str) -> None:
+        served = self._models.get(name, {}).pop(version, None)
+        if served is None:
+            return
+        if not self._models[name]:
+            del self._models[name]
+            del self._default[name]
+        else:
+            self._default[name] = max(self._models[name], key=version_key)
+        if served.batcher is not None:
+            await served.batcher.stop()
+        if self._executor is not None:
+            await served.model.release(self._executor)
+
+    # -- health and metadata ---------------------------------------------------------
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        return self._started and all(
+            served.model.ready for versions in self._models.values() for served in versions.values()
+        )
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": "inferline", "version": __version__, "extensions": list(EXTENSIONS)}
+
+    def model_names(self) -> list[str]:
+        return sorted(self._models)
+
+    def versions(self, name: str) -> list[str]:
+        return sorted(self._lookup(name), key=version_key)
+
+    def resolve(self, name: str, version: str | None) -> ServedModel:
+        """The served version a request names (None: the newest), or 404."""
+        versions = self._lookup(name)
+        if not version:
+            version = self._default[name]
+        served = versions.get(version)
+        if served is None:
+            available = ", ".join(sorted(versions, key=version_key))
+            raise ModelNotFound(
+                f"model {name!r} has no version {version!r}; available: {available}"
+            )
+        return served
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        return self.resolve(name, version).model.ready
+
+    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        model = self.resolve(name, version).model
+        return {
+            "name": model.name,
+            "versions": self.versions(name),
+            "platform": model.settings.runtime,
+            "inputs": [_spec_metadata(s) for s in model.inputs],
+            "outputs": [_spec_metadata(s) for s in model.outputs],
+        }
+
+    def _lookup(self, name: str) -> dict[str, ServedModel]:
+        versions = self._models.get(name)
+        if versions is None:
+            raise ModelNotFound(f"model {name!r} not found")
+        return versions
+
+    # -- inference -------------------------------------------------------------------
+    async def infer(self, name: str, version: str | None, request: InferRequest) -> InferResponse:
+        served = self.resolve(name, version)
+        model = served.model
+        if not model.ready:
+            raise ModelNotReady(f"model {name!r} version {model.version} is not ready")
+        check_limits(request.inputs, self.settings.max_tensors, self.settings.max_elements)
+        inputs = check_inputs(name, request.inputs, model.inputs)
+        wanted = _requested_names(request, model.outputs)
+        try:
+            outputs = await served.call(inputs)
+        except InferlineError:
+            raise
+        except Exception as exc:
+            logger.exception("model %s version %s failed", name, model.version)
+            raise InternalError(
+                f"model {name!r} version {model.version} failed: {type(exc).__name__}"
+            ) from exc
+        return InferResponse(
+            model_name=name,
+            model_version=model.version,
+            outputs=_select_outputs(outputs, wanted),
+            id=request.id,
+        )
+
+
+def _requested_names(request: InferRequest, declared: list[TensorSpec]) -> list[str] | None:
+    """Requested output names, checked before queueing when the signature names outputs."""
+    if request.outputs is None:
+        return None
+    names = [o.name for o in request.outputs]
+    known = {spec.name for spec in declared}
+    unknown = [name for name in names if known and name not in known]
+    if unknown:
+        raise InvalidInput(
+            f"unknown output {unknown[0]!r}; the model has: {', '.join(sorted(known))}"
+        )
+    return names
+
+
+def _select_outputs(outputs: Outputs, wanted: Iterable[str] | None) -> list[Tensor]:
+    names = list(outputs) if wanted is None else list(wanted)
+    tensors = []
+    for name in names:
+        array = outputs.get(name)
+        if array is None:
+            raise InvalidInput(f"unknown output {name!r}; the model has: {', '.join(outputs)}")
+        tensors.append(Tensor(name, datatype_of(array), list(array.shape), array))
+    return tensors
+
+
+def _spec_metadata(spec: TensorSpec) -> dict[str, Any]:
+    return {"name": spec.name, "datatype": spec.datatype, "shape": spec.shape}

@@ -1,0 +1,1 @@
+"""How the world calls inferline: one module per wire protocol, each with one factory."""

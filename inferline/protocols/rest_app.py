@@ -1,0 +1,59 @@
+"""The ASGI application: every REST protocol's routes plus the one error handler."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from inferline.dataplane import DataPlane
+from inferline.errors import BadRequest, InferlineError, MethodNotAllowed, RouteNotFound
+from inferline.protocols import v2_rest
+from inferline.protocols.status import (
+    REQUEST_ID_HEADER,
+    as_inferline_error,
+    error_body,
+    new_request_id,
+)
+
+__all__ = ["build_app"]
+
+Lifespan = Callable[[Starlette], AbstractAsyncContextManager[Any]]
+
+
+def build_app(dataplane: DataPlane, lifespan: Lifespan | None = None) -> Starlette:
+    """One Starlette app; ``lifespan`` starts what the server owns (data plane, gRPC)."""
+    return Starlette(
+        routes=v2_rest.routes(dataplane),
+        exception_handlers={
+            InferlineError: _error_response,
+            HTTPException: _http_error,
+            Exception: _error_response,
+        },
+        lifespan=lifespan,
+    )
+
+
+async def _error_response(request: Request, exc: Exception) -> Response:
+    request_id = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
+    error = as_inferline_error(exc, request_id)
+    headers = {REQUEST_ID_HEADER: request_id, **dict(error.headers)}
+    return Response(error_body(error), error.http_status, headers, media_type="application/json")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 in our error shape."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    error: InferlineError
+    if status == 404:
+        error = RouteNotFound(f"no route for {request.method} {request.url.path}")
+    elif status == 405:
+        error = MethodNotAllowed(f"method {request.method} is not allowed on {request.url.path}")
+    else:
+        error = BadRequest(str(getattr(exc, "detail", "bad request")))
+    return await _error_response(request, error)

@@ -1,0 +1,158 @@
+"""The runtime contract: ``load``, ``predict``, ``unload`` and a signature.
+
+A runtime subclasses :class:`Model`. Its ``load``/``predict``/``unload`` may be
+plain functions or coroutines; :meth:`Model.bind` decides once, at load time,
+how each is called, so synchronous model code runs in an executor and never on
+the event loop, with no per-request ``iscoroutinefunction`` check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Executor
+from functools import partial
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from inferline.errors import ModelLoadError
+from inferline.settings import ModelSettings, TensorSpec
+
+__all__ = ["AsyncPredict", "Inputs", "Model", "Outputs", "resolve_artifact", "sha256_of"]
+
+Inputs = Mapping[str, np.ndarray[Any, Any]]
+Outputs = Mapping[str, np.ndarray[Any, Any]]
+AsyncPredict = Callable[[Inputs], Awaitable[Outputs]]
+
+
+class Model:
+    """Base class of every runtime.
+
+    Subclasses implement ``load`` (read ``self.artifact``; fill ``self.inputs`` and
+    ``self.outputs`` where the format carries a signature) and ``predict`` (a
+    mapping of input name to array in, output name to array out, the first
+    dimension being the batch). ``__init__`` only stores: no I/O.
+    """
+
+    #: Artifact file endings this runtime looks for in a version folder.
+    artifact_suffixes: ClassVar[tuple[str, ...]] = ()
+    #: True when the artifact is a folder (e.g. an MLflow model) rather than a file.
+    artifact_is_dir: ClassVar[bool] = False
+
+    def __init__(self, settings: ModelSettings, version: str, artifact: Path) -> None:
+        self.settings = settings
+        self.version = version
+        self.artifact = artifact
+        self.inputs: list[TensorSpec] = list(settings.inputs or ())
+        self.outputs: list[TensorSpec] = list(settings.outputs or ())
+        self.ready = False
+        self._predict: AsyncPredict | None = None
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    def load(self) -> Any:
+        """Read the artifact; may be ``async def`` in a subclass."""
+        raise NotImplementedError
+
+    def predict(self, inputs: Inputs) -> Any:
+        """Run the model on a batch; may be ``async def`` in a subclass."""
+        raise NotImplementedError
+
+    def unload(self) -> Any:
+        """Release what ``load`` took; may be ``async def`` in a subclass."""
+        return None
+
+    async def bind(self, executor: Executor) -> None:
+        """Load the model and fix, once, how ``predict`` is awaited."""
+        declared_inputs, declared_outputs = self.settings.inputs, self.settings.outputs
+        await _call(self.load, executor)
+        # Settings override what the format says about itself.
+        if declared_inputs:
+            self.inputs = list(declared_inputs)
+        if declared_outputs:
+            self.outputs = list(declared_outputs)
+        if not self.inputs:
+            raise ModelLoadError(
+                f"model {self.name!r}: the {type(self).__name__} format carries no input "
+                "signature; declare 'inputs' in model-settings.yaml"
+            )
+        if inspect.iscoroutinefunction(self.predict):
+            self._predict = self.predict
+        else:
+            loop = asyncio.get_running_loop()
+            sync_predict = self.predict
+
+            def in_executor(inputs: Inputs) -> Awaitable[Outputs]:
+                return loop.run_in_executor(executor, sync_predict, inputs)
+
+            self._predict = in_executor
+        self.ready = True
+
+    async def release(self, executor: Executor) -> None:
+        self.ready = False
+        self._predict = None
+        await _call(self.unload, executor)
+
+    @property
+    def infer(self) -> AsyncPredict:
+        """The bound predict; only valid after :meth:`bind`."""
+        if self._predict is None:
+            raise ModelLoadError(f"model {self.name!r} version {self.version} is not loaded")
+        return self._predict
+
+
+async def _call(fn: Callable[[], Any], executor: Executor) -> Any:
+    if inspect.iscoroutinefunction(fn):
+        return await fn()
+    result = await asyncio.get_running_loop().run_in_executor(executor, fn)
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(partial(handle.read, 1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_artifact(version_dir: Path, settings: ModelSettings, runtime: type[Model]) -> Path:
+    """Pick the artifact inside a version folder and check its pinned SHA-256."""
+    if not version_dir.is_dir():
+        raise ModelLoadError(f"version folder {version_dir} does not exist")
+    if settings.artifact:
+        candidate = (version_dir / settings.artifact).resolve()
+        if version_dir.resolve() not in candidate.parents:
+            raise ModelLoadError(f"artifact {settings.artifact!r} points outside {version_dir}")
+        if not candidate.exists():
+            raise ModelLoadError(f"artifact {candidate} does not exist")
+        artifact = candidate
+    elif runtime.artifact_is_dir:
+        artifact = version_dir
+    else:
+        files = sorted(
+            p for p in version_dir.iterdir() if p.is_file() and not p.name.startswith(".")
+        )
+        matching = [p for p in files if p.name.endswith(runtime.artifact_suffixes)] or files
+        if len(matching) != 1:
+            found = ", ".join(p.name for p in files) or "nothing"
+            raise ModelLoadError(
+                f"{version_dir}: expected one artifact file, found {found}; "
+                "set 'artifact' in model-settings.yaml"
+            )
+        artifact = matching[0]
+    if settings.sha256 and artifact.is_file():
+        actual = sha256_of(artifact)
+        if actual != settings.sha256.lower():
+            raise ModelLoadError(
+                f"{artifact}: SHA-256 is {actual}, model-settings.yaml pins {settings.sha256}"
+            )
+    return artifact

@@ -1,0 +1,123 @@
+"""Assembly: the ASGI app, the gRPC server and their lifespan; no business logic.
+
+One process runs REST (uvicorn) and gRPC (grpc.aio) in one event loop around one
+:class:`DataPlane`. ``workers > 1`` starts that many such processes, each
+binding the same ports with SO_REUSEPORT so the kernel spreads connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import grpc
+import uvicorn
+from starlette.applications import Starlette
+
+from inferline.dataplane import DataPlane
+from inferline.protocols import v2_grpc
+from inferline.protocols.rest_app import build_app
+from inferline.settings import Settings
+
+__all__ = ["build_server_app", "run", "start_workers"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_server_app(settings: Settings, dataplane: DataPlane | None = None) -> Starlette:
+    """The REST app whose lifespan also owns the data plane and the gRPC server."""
+    plane = dataplane or DataPlane(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await plane.start()
+        grpc_server = None
+        if settings.grpc_port is not None:
+            grpc_server = grpc.aio.server(options=v2_grpc.server_options(settings))
+            v2_grpc.add_to_server(grpc_server, plane)
+            port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+            await grpc_server.start()
+            logger.info("gRPC listening on %s:%d", settings.host, port)
+        try:
+            yield
+        finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace=5)
+            await plane.stop()
+
+    return build_app(plane, lifespan=lifespan)
+
+
+def _http_socket(settings: Settings) -> socket.socket:
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if settings.workers > 1:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((settings.host, settings.http_port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _serve(settings: Settings) -> None:
+    sock = _http_socket(settings)
+    logger.info("REST listening on http://%s:%d", settings.host, sock.getsockname()[1])
+    config = uvicorn.Config(
+        build_server_app(settings),
+        loop="none",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=10,
+    )
+    await uvicorn.Server(config).serve(sockets=[sock])
+
+
+def _run_one(settings: Settings) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        asyncio.run(_serve(settings))
+    else:
+        uvloop.run(_serve(settings))
+
+
+def _worker(settings_json: str) -> None:
+    settings = Settings.model_validate_json(settings_json)
+    _configure_logging(settings)
+    _run_one(settings)
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+    )
+
+
+def run(settings: Settings) -> None:
+    """Serve in this process until SIGINT/SIGTERM (uvicorn handles both)."""
+    _configure_logging(settings)
+    _run_one(settings)
+
+
+def start_workers(settings: Settings) -> list[multiprocessing.process.BaseProcess]:
+    """Start ``settings.workers`` server processes on the same ports; the caller supervises."""
+    _configure_logging(settings)
+    if settings.http_port == 0 or settings.grpc_port == 0:
+        raise ValueError("--workers > 1 needs fixed ports (not 0)")
+    context = multiprocessing.get_context("spawn")
+    payload = settings.model_dump_json()
+    workers: list[multiprocessing.process.BaseProcess] = [
+        context.Process(target=_worker, args=(payload,), name=f"inferline-worker-{i}")
+        for i in range(settings.workers)
+    ]
+    for process in workers:
+        process.start()
+    return workers

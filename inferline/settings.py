@@ -1,0 +1,193 @@
+"""Typed settings: the server's (``Settings``) and each model's (``ModelSettings``).
+
+Precedence, stated once: command-line flags > ``INFERLINE_*`` environment
+variables (nested with ``__``) > a settings file > the defaults below. A model's
+``model-settings.yaml`` is validated by the same machinery, and
+``INFERLINE_MODEL_*`` variables override it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from inferline.errors import ModelLoadError
+from inferline.types import DATATYPES
+
+__all__ = [
+    "MODEL_SETTINGS_FILE",
+    "BatchingSettings",
+    "ModelSettings",
+    "Settings",
+    "TensorSpec",
+    "load_model_settings",
+]
+
+logger = logging.getLogger(__name__)
+
+MODEL_SETTINGS_FILE = "model-settings.yaml"
+
+
+class TensorSpec(BaseModel):
+    """One input or output of a model's signature."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    """Tensor name as clients send it."""
+    datatype: str
+    """V2 datatype (FP32, INT64, BYTES, ...)."""
+    shape: list[int]
+    """Dimensions; -1 for any size (the first is usually the batch dimension)."""
+    min: float | list[float] | None = None
+    """Smallest allowed value: one for all elements, or one per feature (last dimension)."""
+    max: float | list[float] | None = None
+    """Largest allowed value: one for all elements, or one per feature (last dimension)."""
+
+    @field_validator("datatype")
+    @classmethod
+    def _known_datatype(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in DATATYPES:
+            raise ValueError(f"unknown datatype {value!r}; expected one of {', '.join(DATATYPES)}")
+        return upper
+
+    @field_validator("shape")
+    @classmethod
+    def _valid_shape(cls, value: list[int]) -> list[int]:
+        if any(d < -1 for d in value):
+            raise ValueError(f"shape {value} has a dimension below -1")
+        return value
+
+
+class BatchingSettings(BaseModel):
+    """Dynamic batching: requests are merged along the first dimension."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(default=0, ge=0)
+    """Most rows in one merged batch; 0 turns batching off."""
+    max_queue_delay_ms: float = Field(default=2.0, ge=0)
+    """How long the first queued request waits for company before its batch runs."""
+    max_queue_size: int = Field(default=1024, ge=1)
+    """Queued requests beyond this are refused at once with 503 and Retry-After."""
+    max_concurrent_batches: int = Field(default=2, ge=1)
+    """Batches of this model that may run at the same time."""
+
+
+class ModelSettings(BaseModel):
+    """A model's ``model-settings.yaml``: how to load it and what it accepts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ""
+    """Model name; defaults to its folder name."""
+    runtime: str
+    """Runtime: an entry point of group ``inferline.runtimes`` or a dotted class path."""
+    inputs: list[TensorSpec] | None = None
+    """Input signature; read from the artifact when the format carries one."""
+    outputs: list[TensorSpec] | None = None
+    """Output signature; read from the artifact when the format carries one."""
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)
+    """Dynamic batching; off unless ``max_batch_size`` is set."""
+    timeout_ms: float | None = Field(default=None, gt=0)
+    """Per-request timeout; past it the client gets 504 / DEADLINE_EXCEEDED."""
+    artifact: str | None = None
+    """Artifact file name inside a version folder, when there is more than one file."""
+    sha256: str | None = None
+    """Pinned SHA-256 of the artifact; required for pickle/joblib files."""
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    """Runtime-specific options (e.g. ``class`` for the python runtime)."""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ModelSettings:
+        for kind, specs in (("input", self.inputs), ("output", self.outputs)):
+            names = [s.name for s in specs or ()]
+            if len(names) != len(set(names)):
+                raise ValueError(f"duplicate {kind} names in {names}")
+        return self
+
+
+class _ModelOverrides(BaseSettings):
+    """``INFERLINE_MODEL_*`` variables that override any model-settings file."""
+
+    model_config = SettingsConfigDict(env_prefix="INFERLINE_MODEL_", extra="ignore")
+
+    runtime: str | None = None
+    timeout_ms: float | None = None
+
+
+def load_model_settings(folder: Path) -> ModelSettings:
+    """Read and validate ``<folder>/model-settings.yaml`` (name defaults to the folder)."""
+    path = folder / MODEL_SETTINGS_FILE
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{path}: expected a mapping at the top level")
+    overrides = _ModelOverrides().model_dump(exclude_none=True)
+    raw.update(overrides)
+    name = raw.get("name") or folder.name
+    if raw.get("name") and raw["name"] != folder.name:
+        logger.warning(
+            "%s names model %r inside folder %r; using %r", path, raw["name"], folder.name, name
+        )
+    raw["name"] = name
+    try:
+        return ModelSettings.model_validate(raw)
+    except ValidationError as exc:
+        raise ModelLoadError(f"{path}: {exc}") from exc
+
+
+class Settings(BaseSettings):
+    """Server settings (``INFERLINE_*``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="INFERLINE_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    host: str = "127.0.0.1"
+    """Address both servers listen on."""
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    """REST port (0 picks a free one)."""
+    grpc_port: int | None = Field(default=8081, ge=0, le=65535)
+    """gRPC port; None turns gRPC off."""
+    model_dir: Path = Path("models")
+    """Folder of models: ``<name>/model-settings.yaml`` and ``<name>/<version>/``."""
+    workers: int = Field(default=1, ge=1)
+    """Server processes sharing the same ports."""
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    """Largest REST body; bigger ones get 413 before they are read whole."""
+    grpc_max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    """Largest gRPC message in either direction."""
+    max_tensors: int = Field(default=256, ge=1)
+    """Most input tensors in one request."""
+    max_elements: int = Field(default=16 * 1024 * 1024, ge=1)
+    """Most elements in one input tensor."""
+    executor_threads: int = Field(default=4, ge=1)
+    """Threads that run synchronous model code, shared by all models."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Server log level."""
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **flags: Any) -> Settings:
+        """Flags (non-None) > ``INFERLINE_*`` environment > YAML file > defaults."""
+        values: dict[str, Any] = {}
+        if config_file is not None:
+            try:
+                loaded = yaml.safe_load(config_file.read_text()) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                raise ValueError(f"cannot read settings file {config_file}: {exc}") from exc
+            if not isinstance(loaded, dict):
+                raise ValueError(f"settings file {config_file}: expected a mapping")
+            values.update(loaded)
+        from_env = cls()
+        values.update(from_env.model_dump(include=from_env.model_fields_set))
+        values.update({key: value for key, value in flags.items() if value is not None})
+        return cls(**values)

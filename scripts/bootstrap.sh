@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Create .venv and install inferline with every extra and the dev tools.
+# On a fresh Debian machine this also installs the system packages it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+
+need_apt=()
+"$PY" -c "import venv, ensurepip" 2>/dev/null || need_apt+=("python3-venv" "python3.11-venv")
+command -v gcc >/dev/null || need_apt+=("build-essential" "python3-dev")
+if ((${#need_apt[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" || true
+  else
+    echo "bootstrap: please install ${need_apt[*]} (apt-get)" >&2
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[all,dev]'
+# The CPU build: on machines that carry the wheel locally pip takes it from there.
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  .venv/bin/pip install -q 'torch==2.13.0' || echo "bootstrap: torch not installed; torch tests will skip" >&2
+fi
+touch .venv/.installed
