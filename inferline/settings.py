@@ -36,7 +36,7 @@ MODEL_SETTINGS_FILE = "model-settings.yaml"
 class TensorSpec(BaseModel):
     """One input or output of a model's signature."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     name: str
     """Tensor name as clients send it."""
@@ -68,7 +68,7 @@ class TensorSpec(BaseModel):
 class BatchingSettings(BaseModel):
     """Dynamic batching: requests are merged along the first dimension."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     max_batch_size: int = Field(default=0, ge=0)
     """Most rows in one merged batch; 0 turns batching off."""
@@ -83,7 +83,7 @@ class BatchingSettings(BaseModel):
 class ModelSettings(BaseModel):
     """A model's ``model-settings.yaml``: how to load it and what it accepts."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     name: str = ""
     """Model name; defaults to its folder name."""
@@ -149,7 +149,10 @@ class Settings(BaseSettings):
     """Server settings (``INFERLINE_*``)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="INFERLINE_", env_nested_delimiter="__", extra="ignore"
+        env_prefix="INFERLINE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        use_attribute_docstrings=True,
     )
 
     host: str = "127.0.0.1"

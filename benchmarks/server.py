@@ -1,0 +1,197 @@
+"""Serve the demo ONNX forest and drive it with wrk: requests/s, p50 and p99 per concurrency.
+
+The server is pinned to core 0 and wrk to core 1 (``taskset``), V2 JSON, one
+20-feature row per request unless ``--rows`` says otherwise. The server's answer
+is checked against onnxruntime in process before anything is timed.
+
+    make bench                      # or: .venv/bin/python benchmarks/server.py --duration 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from inferline.cli.demo import N_FEATURES, write_demo_model  # noqa: E402
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False)
+    found = shutil.which("wrk")
+    if not found:
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    return found
+
+
+def request_body(rows: np.ndarray) -> bytes:
+    tensor = {
+        "name": "input",
+        "datatype": "FP32",
+        "shape": list(rows.shape),
+        "data": rows.ravel().tolist(),
+    }
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+def post(url: str, body: bytes) -> dict[str, object]:
+    req = urllib.request.Request(url, body, {"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit("server exited before it was ready")
+        try:
+            with urllib.request.urlopen(f"{base}/v2/health/ready", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("server did not become ready")
+
+
+def check_answer(url: str, model_file: Path, rows: np.ndarray) -> None:
+    session = onnxruntime.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    label, probabilities = session.run(None, {"input": rows})
+    outputs = {o["name"]: o["data"] for o in post(url, request_body(rows))["outputs"]}  # type: ignore[union-attr]
+    np.testing.assert_array_equal(outputs["label"], label)
+    np.testing.assert_allclose(
+        np.array(outputs["probabilities"]).reshape(probabilities.shape), probabilities, rtol=1e-6
+    )
+
+
+def run_wrk(
+    wrk: str, url: str, body: bytes, connections: int, duration: int, work: Path
+) -> dict[str, float]:
+    script = work / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(body.decode())}\n"
+    )
+    command = [
+        "taskset",
+        "-c",
+        "1",
+        wrk,
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    latency = {
+        m[0]: float(m[1]) * UNITS[m[2]]
+        for m in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    }
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "connections": connections,
+        "rps": rps,
+        "p50_ms": latency["50"],
+        "p99_ms": latency["99"],
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per concurrency level")
+    parser.add_argument("--connections", default="1,16,64")
+    parser.add_argument("--rows", type=int, default=1, help="rows per request")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    wrk = ensure_wrk()
+    work = Path(tempfile.mkdtemp(prefix="inferline-bench-"))
+    model_file = write_demo_model(work / "models")
+    http_port, grpc_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{http_port}"
+    command = [
+        "taskset",
+        "-c",
+        "0",
+        sys.executable,
+        "-m",
+        "inferline",
+        "serve",
+        "--model-dir",
+        str(work / "models"),
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(grpc_port),
+        "--log-level",
+        "warning",
+        "--workers",
+        str(args.workers),
+    ]
+    if args.workers > 1:
+        command = command[3:]  # several workers share both cores
+    process = subprocess.Popen(command, cwd=ROOT)
+    try:
+        wait_ready(base, process)
+        url = f"{base}/v2/models/demo/infer"
+        rows = np.random.default_rng(0).normal(size=(args.rows, N_FEATURES)).astype(np.float32)
+        check_answer(url, model_file, rows)
+        results = []
+        for connections in (int(c) for c in args.connections.split(",")):
+            results.append(run_wrk(wrk, url, request_body(rows), connections, args.duration, work))
+        print(
+            f"\ninferline, demo ONNX forest, {args.rows} row(s)/request, "
+            f"{args.workers} worker(s), wrk {args.duration}s"
+        )
+        print(f"{'connections':>11} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+        for r in results:
+            print(
+                f"{r['connections']:>11} {r['rps']:>10.0f} {r['p50_ms']:>8.3f} "
+                f"{r['p99_ms']:>8.2f} {r['non_2xx']:>8} {r['socket_errors']}"
+            )
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

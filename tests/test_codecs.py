@@ -1,0 +1,170 @@
+"""V2 JSON and binary codecs: round trips for every datatype, and refusals."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from inferline.codecs import decode_bytes_raw, decode_request, encode_bytes_raw, encode_response
+from inferline.errors import BadRequest, InvalidInput
+from inferline.types import DATATYPES, InferResponse, Tensor, datatype_of
+
+NUMERIC = [name for name in DATATYPES if name not in ("BYTES",)]
+
+
+@pytest.mark.parametrize("datatype", NUMERIC)
+def test_binary_round_trip_every_numeric_datatype(datatype: str) -> None:
+    dtype = DATATYPES[datatype].dtype
+    array = (np.arange(12) % 2 == 0) if datatype == "BOOL" else np.arange(12).astype(dtype)
+    array = array.reshape(3, 4)
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": datatype,
+                    "shape": [3, 4],
+                    "parameters": {"binary_data_size": array.nbytes},
+                }
+            ]
+        }
+    ).encode()
+    request = decode_request(header + array.tobytes(), len(header))
+    decoded = request.inputs[0].data
+    assert decoded.dtype == dtype and decoded.shape == (3, 4)
+    np.testing.assert_array_equal(decoded, array)
+
+
+@pytest.mark.parametrize("datatype", NUMERIC)
+def test_json_round_trip_every_numeric_datatype(datatype: str) -> None:
+    dtype = DATATYPES[datatype].dtype
+    array = (np.arange(6) % 3 == 0) if datatype == "BOOL" else np.arange(6).astype(dtype)
+    doc = {"inputs": [{"name": "x", "datatype": datatype, "shape": [2, 3], "data": array.tolist()}]}
+    request = decode_request(json.dumps(doc).encode())
+    np.testing.assert_array_equal(request.inputs[0].data, array.reshape(2, 3))
+    response = InferResponse("m", "1", [Tensor("y", datatype, [2, 3], request.inputs[0].data)])
+    body, binary_length = encode_response(response, request)
+    assert binary_length is None
+    out = json.loads(body)["outputs"][0]
+    assert out["datatype"] == datatype and out["shape"] == [2, 3]
+    np.testing.assert_array_equal(np.array(out["data"], dtype=dtype), array)
+
+
+@given(st.lists(st.binary(max_size=40), min_size=0, max_size=30))
+@settings(max_examples=60, deadline=None)
+def test_raw_bytes_round_trip(values: list[bytes]) -> None:
+    array = np.array(values, dtype=object) if values else np.empty(0, dtype=object)
+    raw = encode_bytes_raw(array)
+    assert list(decode_bytes_raw("x", raw, len(values))) == values
+
+
+@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, max_side=5)))
+@settings(max_examples=60, deadline=None)
+def test_float32_binary_output_is_exact(array: np.ndarray) -> None:
+    request = decode_request(
+        json.dumps(
+            {
+                "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}],
+                "parameters": {"binary_data_output": True},
+            }
+        ).encode()
+    )
+    response = InferResponse("m", "1", [Tensor("y", datatype_of(array), list(array.shape), array)])
+    body, length = encode_response(response, request)
+    assert length is not None
+    got = np.frombuffer(body[length:], dtype=np.float32).reshape(array.shape)
+    np.testing.assert_array_equal(got, array)
+
+
+def test_raw_bytes_refuses_truncation() -> None:
+    raw = struct.pack("<I", 10) + b"abc"
+    with pytest.raises(InvalidInput, match="element 0 runs past the data"):
+        decode_bytes_raw("x", raw, 1)
+    with pytest.raises(InvalidInput, match="ends after 1 of 2 elements"):
+        decode_bytes_raw("x", struct.pack("<I", 1) + b"a", 2)
+
+
+def test_non_utf8_bytes_output_asks_for_binary() -> None:
+    request = decode_request(
+        b'{"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": ["a"]}]}'
+    )
+    response = InferResponse(
+        "m", "1", [Tensor("y", "BYTES", [1], np.array([b"\xff"], dtype=object))]
+    )
+    with pytest.raises(BadRequest, match="not UTF-8; ask for it with binary_data"):
+        encode_response(response, request)
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"inputs": [{"datatype": "FP32", "shape": [1], "data": [1]}]}, "needs a 'name'"),
+        (
+            {"inputs": [{"name": "x", "datatype": "FP32", "shape": "1", "data": [1]}]},
+            "'shape' must be",
+        ),
+        (
+            {"inputs": [{"name": "x", "datatype": "FP32", "shape": [True], "data": [1]}]},
+            "'shape' must be",
+        ),
+        (
+            {"inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "data": [300]}]},
+            "does not fit datatype UINT8",
+        ),
+        (
+            {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [[1], [2, 3]]}]},
+            "does not fit",
+        ),
+        (
+            {"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": [5]}]},
+            "BYTES data must be strings",
+        ),
+        (
+            {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}], "id": 5},
+            "'id' must be a string",
+        ),
+        (
+            {
+                "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}],
+                "outputs": {},
+            },
+            "'outputs' must be a list",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "x", "datatype": "FP32", "shape": [1], "data": [1], "parameters": []}
+                ]
+            },
+            "must be a JSON object",
+        ),
+    ],
+)
+def test_malformed_requests(doc: dict[str, object], message: str) -> None:
+    with pytest.raises(BadRequest, match=message.replace("(", r"\(").replace("[", r"\[")):
+        decode_request(json.dumps(doc).encode())
+
+
+def test_binary_sizes_must_add_up() -> None:
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "INT32",
+                    "shape": [2],
+                    "parameters": {"binary_data_size": 8},
+                }
+            ]
+        }
+    ).encode()
+    with pytest.raises(BadRequest, match="binary data is 12 bytes"):
+        decode_request(header + b"\0" * 12, len(header))
+    with pytest.raises(BadRequest, match="runs past the end"):
+        decode_request(header + b"\0" * 4, len(header))
