@@ -22,6 +22,7 @@ check: $(STAMP)
 	$(BIN)/lint-imports
 	$(MAKE) --no-print-directory generate
 	git diff --exit-code -- $(PKG)/protocols/_generated
+	test -z "$$(git status --porcelain -- $(PKG)/protocols/_generated)"
 
 format: $(STAMP)
 	$(BIN)/ruff format $(PKG) tests benchmarks

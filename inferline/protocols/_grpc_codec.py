@@ -3,30 +3,39 @@
 Tensors arrive either typed (``InferInputTensor.contents.<field>``, the field
 named by ``DATATYPES[dt].contents_field``) or raw (``raw_input_contents``, one
 little-endian buffer per input, in order; a BYTES element is a 4-byte
-little-endian length and then its bytes, as in Triton). Element counts come
+little-endian length and then its bytes, as in Triton, coded by
+``inferline.codecs`` for REST and gRPC alike). Element counts come
 from the declared shape and are checked against the limits *before* any array
 is built, so a small message cannot make the server allocate a huge one.
 
-Numeric outputs go into typed fields with ``extend(array.ravel().tolist())``:
-measured against ``extend(array)`` it is 2x (INT64) to 16x (BOOL) faster.
+Typed inputs are read with one ``np.asarray`` over the repeated field (12 µs for
+100k FP32, against 2.5 ms for ``np.fromiter``). Numeric outputs go into typed
+fields with ``extend(array.ravel().tolist())``: measured against
+``extend(array)`` it is 2x (INT64) to 16x (BOOL) faster.
 """
 
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from inferline.codecs import decode_bytes_raw, encode_bytes_raw
 from inferline.errors import InvalidInput
 from inferline.protocols._generated import inference_pb2 as pb
-from inferline.types import DATATYPES, Datatype, InferRequest, InferResponse, RequestedOutput, Tensor
+from inferline.types import (
+    DATATYPES,
+    Datatype,
+    InferRequest,
+    InferResponse,
+    RequestedOutput,
+    Tensor,
+)
 
 __all__ = ["decode_request", "encode_response", "from_parameters", "to_parameters"]
 
-_LENGTH = struct.Struct("<I")
 _ParameterMap = Mapping[str, pb.InferParameter]
 
 
@@ -85,15 +94,13 @@ def _element_count(name: str, shape: Sequence[int], max_elements: int) -> int:
         raise InvalidInput(f"input {name!r} has shape {list(shape)}; dimensions must be >= 0")
     count = math.prod(shape)
     if count > max_elements:
-        raise InvalidInput(
-            f"input {name!r} has {count} elements; the limit is {max_elements}"
-        )
+        raise InvalidInput(f"input {name!r} has {count} elements; the limit is {max_elements}")
     return count
 
 
 def _from_raw(name: str, row: Datatype, shape: list[int], count: int, buffer: bytes) -> Any:
     if row.name == "BYTES":
-        return _unpack_bytes(name, count, buffer).reshape(shape)
+        return decode_bytes_raw(name, buffer, count).reshape(shape)
     expected = count * row.itemsize
     if len(buffer) != expected:
         raise InvalidInput(
@@ -102,31 +109,6 @@ def _from_raw(name: str, row: Datatype, shape: list[int], count: int, buffer: by
         )
     # Zero-copy view over the message's bytes (read-only).
     return np.frombuffer(buffer, dtype=row.dtype.newbyteorder("<")).reshape(shape)
-
-
-def _unpack_bytes(name: str, count: int, buffer: bytes) -> Any:
-    items = np.empty(count, dtype=np.object_)
-    offset, end = 0, len(buffer)
-    for i in range(count):
-        if offset + 4 > end:
-            raise InvalidInput(
-                f"input {name!r}: raw BYTES contents end after {i} of {count} elements"
-            )
-        (length,) = _LENGTH.unpack_from(buffer, offset)
-        offset += 4
-        if offset + length > end:
-            raise InvalidInput(
-                f"input {name!r}: raw BYTES element {i} declares {length} bytes; "
-                f"only {end - offset} remain"
-            )
-        items[i] = buffer[offset : offset + length]
-        offset += length
-    if offset != end:
-        raise InvalidInput(
-            f"input {name!r}: raw BYTES contents have {end - offset} bytes after the "
-            f"{count} elements of its shape"
-        )
-    return items
 
 
 def _from_contents(
@@ -183,14 +165,9 @@ def encode_response(response: InferResponse, *, raw: bool) -> pb.ModelInferRespo
 
 
 def _to_raw(row: Datatype, data: Any) -> bytes:
-    if row.name != "BYTES":
-        return np.ascontiguousarray(data, dtype=row.dtype.newbyteorder("<")).tobytes()
-    parts = []
-    for value in data.ravel():
-        item = _as_bytes(value)
-        parts.append(_LENGTH.pack(len(item)))
-        parts.append(item)
-    return b"".join(parts)
+    if row.name == "BYTES":
+        return encode_bytes_raw(data)
+    return np.ascontiguousarray(data, dtype=row.dtype.newbyteorder("<")).tobytes()
 
 
 def _as_bytes(value: Any) -> bytes:

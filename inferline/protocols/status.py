@@ -14,11 +14,19 @@ import orjson
 
 from inferline.errors import InferlineError, InternalError
 
-__all__ = ["REQUEST_ID_HEADER", "as_inferline_error", "error_body", "new_request_id"]
+__all__ = [
+    "MODEL_VERSION_HEADER",
+    "REQUEST_ID_HEADER",
+    "as_inferline_error",
+    "error_body",
+    "new_request_id",
+]
 
 logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
+#: Which model version answered: a REST header and gRPC trailing metadata.
+MODEL_VERSION_HEADER = "inferline-model-version"
 
 
 def new_request_id() -> str:

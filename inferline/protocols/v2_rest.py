@@ -18,12 +18,11 @@ from starlette.routing import Route
 from inferline.codecs import decode_request, encode_response
 from inferline.dataplane import DataPlane
 from inferline.errors import BadRequest, PayloadTooLarge
-from inferline.protocols.status import REQUEST_ID_HEADER, new_request_id
+from inferline.protocols.status import MODEL_VERSION_HEADER, REQUEST_ID_HEADER, new_request_id
 
-__all__ = ["BINARY_HEADER", "MODEL_VERSION_HEADER", "json_response", "read_body", "routes"]
+__all__ = ["BINARY_HEADER", "json_response", "read_body", "routes"]
 
 BINARY_HEADER = "inference-header-content-length"
-MODEL_VERSION_HEADER = "inferline-model-version"
 _JSON = "application/json"
 _BINARY = "application/octet-stream"
 
