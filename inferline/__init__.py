@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
-
+from inferline._version import __version__
 from inferline.errors import (
     BadRequest,
     DeadlineExceeded,

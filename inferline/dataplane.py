@@ -13,7 +13,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from inferline import __version__
+from inferline._version import __version__
 from inferline.batching import Batcher
 from inferline.errors import (
     DeadlineExceeded,

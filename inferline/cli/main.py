@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from inferline import __version__
+from inferline._version import __version__
 
 app = typer.Typer(
     name="inferline",
