@@ -8,11 +8,10 @@ splits the outputs back by row offset. Requests only share a batch when their
 inputs agree on names, dtypes and trailing shapes, so ``np.concatenate`` can
 never mix them up; the others wait in a queue of their own.
 
-Each request is a future in the queue. Whoever finishes a request sets it
-exactly once: the batch (result or the model's exception), ``stop()``
-(``ModelNotReady``) or the loop's done-callback (``InternalError``), so no
-caller hangs. A client that gives up cancels its future; the loop drops it
-before the batch runs, or a running batch just discards that result.
+Each request is a future. The batch (result or the model's exception),
+``stop()`` (``ModelNotReady``) or the loop's done-callback (``InternalError``)
+settles it, so no caller hangs. A client that gives up cancels its future: the
+loop drops it before the batch runs, or a running batch discards that result.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -47,7 +46,7 @@ class _Request:
     key: _Key
     arrived: float
     future: asyncio.Future[Outputs]
-    queued: bool = field(default=True)
+    queued: bool = True  # counted in queue_depth; see _take
 
 
 class Batcher:
@@ -97,7 +96,11 @@ class Batcher:
             await asyncio.wait(self._running)
 
     async def submit(self, inputs: Inputs) -> Outputs:
-        """Queue one request and return its own rows of the batch outputs."""
+        """Queue one request and return its own rows of the batch outputs.
+
+        The queue limit is checked once per request, so an oversized request is
+        admitted whole (its pieces may pass the limit) rather than refused forever.
+        """
         if self._state == "crashed":
             raise InternalError(f"batching for model {self.name!r} failed; see the server log")
         if self._state != "running":
@@ -109,20 +112,14 @@ class Batcher:
             )
         rows, key = _describe(inputs)
         size = self._settings.max_batch_size
-        now, loop = time.monotonic(), asyncio.get_running_loop()
-        if rows <= size:
-            requests = [_Request(inputs, rows, key, now, loop.create_future())]
-        else:  # Too big for one batch: queue it in pieces and stitch the outputs back.
-            requests = [
-                _Request(
-                    {k: v[i : i + size] for k, v in inputs.items()},
-                    min(size, rows - i),
-                    key,
-                    now,
-                    loop.create_future(),
-                )
+        pieces: list[tuple[Inputs, int]] = [(inputs, rows)]
+        if rows > size:  # too big for one batch: queue it in pieces, stitch the outputs back
+            pieces = [
+                ({k: v[i : i + size] for k, v in inputs.items()}, min(size, rows - i))
                 for i in range(0, rows, size)
             ]
+        now, loop = time.monotonic(), asyncio.get_running_loop()
+        requests = [_Request(p, n, key, now, loop.create_future()) for p, n in pieces]
         self._queues.setdefault(key, deque()).extend(requests)
         self._depth += len(requests)
         self._arrived.set()

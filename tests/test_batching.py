@@ -64,16 +64,21 @@ Make = Callable[..., Awaitable[Batcher]]
 @pytest.fixture
 async def make() -> AsyncIterator[Make]:
     made: list[Batcher] = []
+    models: list[FakeModel] = []
 
     async def factory(predict: Callable[[Inputs], Awaitable[Outputs]], **settings: Any) -> Batcher:
         batcher = Batcher(predict, BatchingSettings(**settings), name="m:1")
         await batcher.start()
         made.append(batcher)
+        if isinstance(predict, FakeModel):
+            models.append(predict)
         return batcher
 
     yield factory
+    for model in models:  # a failed test must not leave stop() waiting on a held batch
+        model.gate.set()
     for batcher in made:
-        await batcher.stop()
+        await asyncio.wait_for(batcher.stop(), HANG_GUARD)
 
 
 def rows(n: int, start: float = 0.0, width: int = 3) -> dict[str, np.ndarray]:
@@ -233,6 +238,7 @@ async def test_model_exception_fails_only_its_batch(make: Make) -> None:
     assert isinstance(results[0], ValueError)
     assert isinstance(results[1], ValueError)  # shared the poisoned batch
     for request, result in zip(requests[2:], results[2:], strict=True):
+        assert not isinstance(result, BaseException)
         assert_same(result, reference(request))
     later = await asyncio.wait_for(batcher.submit(rows(2, start=7)), HANG_GUARD)
     assert_same(later, reference(rows(2, start=7)))
@@ -247,7 +253,7 @@ async def test_wrong_row_count_fails_that_batch_with_internal_error(make: Make) 
         if len(calls) == 1:
             return {"y": outputs["y"][:-1], "z": outputs["z"]}
         if len(calls) == 2:
-            return {"y": outputs["y"], "z": np.float64(1.0)}
+            return {"y": outputs["y"], "z": np.array(1.0)}  # 0-d: no rows
         return outputs
 
     batcher = await make(predict, max_batch_size=4, max_queue_delay_ms=0)
@@ -285,7 +291,8 @@ async def test_request_cancelled_while_queued_is_dropped(make: Make) -> None:
 
 async def test_request_cancelled_while_running_does_not_break_its_batch(make: Make) -> None:
     model = FakeModel(gated=True)
-    batcher = await make(model, max_batch_size=4, max_queue_delay_ms=0)
+    # The two requests fill the batch exactly, so they run together whatever the order.
+    batcher = await make(model, max_batch_size=3, max_queue_delay_ms=600_000)
     kept = asyncio.create_task(batcher.submit(rows(1, start=0)))
     dropped = asyncio.create_task(asyncio.wait_for(batcher.submit(rows(2, start=9)), 0.01))
     with pytest.raises(TimeoutError):
@@ -293,8 +300,8 @@ async def test_request_cancelled_while_running_does_not_break_its_batch(make: Ma
     assert model.rows == [3]  # it was already running with `kept`
     model.gate.set()
     assert_same(await asyncio.wait_for(kept, HANG_GUARD), reference(rows(1, start=0)))
-    after = await asyncio.wait_for(batcher.submit(rows(2, start=4)), HANG_GUARD)
-    assert_same(after, reference(rows(2, start=4)))
+    after = await asyncio.wait_for(batcher.submit(rows(3, start=4)), HANG_GUARD)
+    assert_same(after, reference(rows(3, start=4)))
 
 
 async def test_stop_fails_queued_lets_running_finish_and_refuses_new(make: Make) -> None:
