@@ -95,6 +95,10 @@ class ModelSettings(BaseModel):
     """Output signature; read from the artifact when the format carries one."""
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     """Dynamic batching; off unless ``max_batch_size`` is set."""
+    executor: Literal["auto", "thread", "inline"] = "auto"
+    """Where a sync predict runs: ``thread`` (a thread pool), ``inline`` (on the event
+    loop: only for models that take microseconds), or ``auto`` (inline when a warm-up
+    on zeros shows a median call under 100 us, else threads)."""
     timeout_ms: float | None = Field(default=None, gt=0)
     """Per-request timeout; past it the client gets 504 / DEADLINE_EXCEEDED."""
     artifact: str | None = None

@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
+import logging
+import statistics
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from functools import partial
@@ -21,8 +24,23 @@ import numpy as np
 
 from inferline.errors import ModelLoadError
 from inferline.settings import ModelSettings, TensorSpec
+from inferline.types import DATATYPES
 
-__all__ = ["AsyncPredict", "Inputs", "Model", "Outputs", "resolve_artifact", "sha256_of"]
+__all__ = [
+    "AsyncPredict",
+    "Inputs",
+    "Model",
+    "Outputs",
+    "resolve_artifact",
+    "sample_inputs",
+    "sha256_of",
+]
+
+logger = logging.getLogger(__name__)
+
+#: A sync predict faster than this (median of the warm-up) runs on the event loop.
+INLINE_BELOW_SECONDS = 100e-6
+WARMUP_CALLS = 16
 
 Inputs = Mapping[str, np.ndarray[Any, Any]]
 Outputs = Mapping[str, np.ndarray[Any, Any]]
@@ -84,6 +102,13 @@ class Model:
             )
         if inspect.iscoroutinefunction(self.predict):
             self._predict = self.predict
+        elif await self._runs_inline(executor):
+            sync_predict = self.predict
+
+            async def inline(inputs: Inputs) -> Outputs:
+                return sync_predict(inputs)  # type: ignore[no-any-return]
+
+            self._predict = inline
         else:
             loop = asyncio.get_running_loop()
             sync_predict = self.predict
@@ -93,6 +118,35 @@ class Model:
 
             self._predict = in_executor
         self.ready = True
+
+    async def _runs_inline(self, executor: Executor) -> bool:
+        """Whether sync ``predict`` may run on the event loop: only when it is tiny.
+
+        A thread hop costs tens of microseconds, more than a small ONNX or tree
+        model takes. ``executor: auto`` times a short warm-up (in the executor, so
+        a slow model never blocks the loop) and goes inline only when the median
+        call is under ``INLINE_BELOW_SECONDS``.
+        """
+        mode = self.settings.executor
+        if mode != "auto":
+            return mode == "inline"
+        sample = sample_inputs(self.inputs)
+        try:
+            seconds = await asyncio.get_running_loop().run_in_executor(
+                executor, _median_call_seconds, self.predict, sample
+            )
+        except Exception as exc:  # noqa: BLE001 - zeros may not suit every model; stay safe
+            logger.info("model %s: warm-up on zeros failed (%s); using threads", self.name, exc)
+            return False
+        inline = seconds < INLINE_BELOW_SECONDS
+        logger.info(
+            "model %s version %s: predict takes %.0f us; runs %s",
+            self.name,
+            self.version,
+            seconds * 1e6,
+            "inline" if inline else "in the thread pool",
+        )
+        return inline
 
     async def release(self, executor: Executor) -> None:
         self.ready = False
@@ -105,6 +159,29 @@ class Model:
         if self._predict is None:
             raise ModelLoadError(f"model {self.name!r} version {self.version} is not loaded")
         return self._predict
+
+
+def sample_inputs(specs: list[TensorSpec]) -> dict[str, np.ndarray[Any, Any]]:
+    """One row of zeros (empty strings for BYTES) per input, shaped by the signature."""
+    sample = {}
+    for spec in specs:
+        shape = tuple(1 if d == -1 else d for d in spec.shape)
+        if spec.datatype == "BYTES":
+            array = np.full(shape, b"", dtype=object)
+        else:
+            array = np.zeros(shape, dtype=DATATYPES[spec.datatype].dtype)
+        sample[spec.name] = array
+    return sample
+
+
+def _median_call_seconds(predict: Callable[[Inputs], Any], inputs: Inputs) -> float:
+    predict(inputs)  # first call pays for lazy initialisation
+    times = []
+    for _ in range(WARMUP_CALLS):
+        start = time.perf_counter()
+        predict(inputs)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 async def _call(fn: Callable[[], Any], executor: Executor) -> Any:

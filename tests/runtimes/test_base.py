@@ -1,0 +1,74 @@
+"""The runtime contract: where a sync predict runs is decided once, at load."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inferline.runtimes.base import sample_inputs
+from inferline.runtimes.loader import load_model
+from inferline.settings import ModelSettings, TensorSpec
+
+CODE = """\
+import threading
+import time
+
+
+class Model:
+    def predict(self, inputs):
+        time.sleep(SLEEP)
+        return {"y": inputs["x"] * 2, "thread": threading.get_ident()}
+"""
+
+
+async def loaded(tmp_path: Path, executor_mode: str, sleep: float):
+    version_dir = tmp_path / "m" / "1"
+    version_dir.mkdir(parents=True)
+    (version_dir / "model.py").write_text(CODE.replace("SLEEP", repr(sleep)))
+    settings = ModelSettings(
+        name="m",
+        runtime="python",
+        executor=executor_mode,
+        inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, 2])],
+    )
+    pool = ThreadPoolExecutor(2)
+    return await load_model(settings, "1", version_dir, pool), pool
+
+
+@pytest.mark.parametrize(
+    ("mode", "sleep", "inline"),
+    [
+        ("inline", 0.002, True),
+        ("thread", 0.0, False),
+        ("auto", 0.0, True),  # microseconds: not worth a thread hop
+        ("auto", 0.002, False),  # milliseconds: must not block the event loop
+    ],
+)
+async def test_predict_runs_where_the_load_decided(
+    tmp_path: Path, mode: str, sleep: float, inline: bool
+) -> None:
+    model, pool = await loaded(tmp_path, mode, sleep)
+    try:
+        x = np.ones((3, 2), dtype=np.float32)
+        outputs = await model.infer({"x": x})
+        np.testing.assert_array_equal(outputs["y"], x * 2)
+        assert (outputs["thread"] == threading.get_ident()) is inline
+    finally:
+        pool.shutdown()
+
+
+def test_sample_inputs_follow_the_signature() -> None:
+    sample = sample_inputs(
+        [
+            TensorSpec(name="a", datatype="FP16", shape=[-1, 4]),
+            TensorSpec(name="b", datatype="BYTES", shape=[-1]),
+            TensorSpec(name="c", datatype="INT8", shape=[2, -1, 3]),
+        ]
+    )
+    assert sample["a"].shape == (1, 4) and sample["a"].dtype == np.float16
+    assert sample["b"].tolist() == [b""]
+    assert sample["c"].shape == (2, 1, 3) and sample["c"].dtype == np.int8
