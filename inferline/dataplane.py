@@ -68,15 +68,24 @@ class DataPlane:
         self._started = False
 
     # -- lifecycle -------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, *, scan: bool = True) -> None:
+        """Create the executor and, unless ``scan`` is False, load the model folder."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
                 self.settings.executor_threads, thread_name_prefix="inferline-model"
             )
-        for folder in scan_model_dir(self.settings.model_dir):
-            for model in await load_folder(folder, self._executor):
-                await self.add(model)
+        if scan:
+            for folder in scan_model_dir(self.settings.model_dir):
+                for model in await load_folder(folder, self._executor):
+                    await self.add(model)
         self._started = True
+
+    @property
+    def executor(self) -> Executor:
+        """The pool that loads models and runs their sync code (after :meth:`start`)."""
+        if self._executor is None:
+            raise RuntimeError("DataPlane.start() has not run")
+        return self._executor
 
     async def stop(self) -> None:
         self._started = False
