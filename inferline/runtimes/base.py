@@ -9,19 +9,18 @@ the event loop, with no per-request ``iscoroutinefunction`` check.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
 import logging
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
-from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from inferline.digests import sha256_of
 from inferline.errors import ModelLoadError
 from inferline.settings import ModelSettings, TensorSpec
 from inferline.types import DATATYPES
@@ -191,14 +190,6 @@ async def _call(fn: Callable[[], Any], executor: Executor) -> Any:
     if inspect.isawaitable(result):
         return await result
     return result
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(partial(handle.read, 1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_artifact(version_dir: Path, settings: ModelSettings, runtime: type[Model]) -> Path:

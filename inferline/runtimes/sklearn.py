@@ -1,0 +1,120 @@
+"""scikit-learn estimators: skops files, or pickles only when their SHA-256 is pinned."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import skops.io as sio
+
+from inferline.errors import ModelLoadError
+from inferline.runtimes._signature import batch_spec, check_declared, single_input
+from inferline.runtimes.base import Inputs, Model, Outputs
+from inferline.settings import TensorSpec
+
+__all__ = ["SklearnModel"]
+
+_PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+#: Top-level packages whose types a skops file may hold beyond skops' own defaults.
+_TRUSTED_PACKAGES = frozenset({"sklearn", "numpy", "scipy"})
+
+
+class SklearnModel(Model):
+    """A fitted estimator with one input, ``input`` (FP64 ``[-1, n_features_in_]``).
+
+    Outputs are ``predict`` and, when the estimator has it, ``predict_proba``;
+    their datatypes and shapes come from one prediction on a row of zeros at
+    load, which also warms the model up. String class labels come out as BYTES.
+    """
+
+    artifact_suffixes = (".skops", *_PICKLE_SUFFIXES)
+
+    def load(self) -> None:
+        estimator = _read(self.artifact, self.settings.sha256)
+        if not callable(getattr(estimator, "predict", None)):
+            raise ModelLoadError(
+                f"model {self.name!r}: {self.artifact.name} holds a {type(estimator).__name__}, "
+                "which has no predict method"
+            )
+        self._input = single_input(self.name, self.inputs)
+        n_features = getattr(estimator, "n_features_in_", None)
+        if not self.inputs and n_features is not None:
+            self.inputs = [TensorSpec(name="input", datatype="FP64", shape=[-1, int(n_features)])]
+        methods = [m for m in ("predict", "predict_proba") if hasattr(estimator, m)]
+        if self.outputs:
+            check_declared(self.name, "output", self.outputs, methods)
+        elif n_features is not None:
+            self.outputs = _probe(estimator, methods, int(n_features))
+        else:
+            raise ModelLoadError(
+                f"model {self.name!r}: the estimator does not record n_features_in_; "
+                "declare 'inputs' and 'outputs' in model-settings.yaml"
+            )
+        names = {spec.name: spec for spec in self.outputs}
+        self._estimator = estimator
+        # Compute only what the signature names: predict_proba can cost as much as predict.
+        self._want_predict = "predict" in names
+        self._want_proba = "predict_proba" in names
+        self._bytes_labels = self._want_predict and names["predict"].datatype == "BYTES"
+
+    def predict(self, inputs: Inputs) -> Outputs:
+        features = inputs[self._input]
+        outputs: dict[str, np.ndarray[Any, Any]] = {}
+        if self._want_predict:
+            labels = self._estimator.predict(features)
+            outputs["predict"] = _as_bytes(labels) if self._bytes_labels else labels
+        if self._want_proba:
+            outputs["predict_proba"] = self._estimator.predict_proba(features)
+        return outputs
+
+    def unload(self) -> None:
+        del self._estimator
+
+
+def _read(path: Path, sha256: str | None) -> Any:
+    if path.suffix == ".skops":
+        untrusted = sio.get_untrusted_types(file=path)
+        refused = sorted(t for t in untrusted if t.partition(".")[0] not in _TRUSTED_PACKAGES)
+        if refused:
+            raise ModelLoadError(
+                f"{path.name} holds types outside scikit-learn, numpy and scipy, which are "
+                f"not loaded: {', '.join(refused)}"
+            )
+        return sio.load(path, trusted=untrusted)
+    if path.suffix in _PICKLE_SUFFIXES:
+        # Hash the very bytes we unpickle, so the file cannot change after the check.
+        data = path.read_bytes()
+        actual = hashlib.sha256(data).hexdigest()
+        if sha256 is None:
+            raise ModelLoadError(
+                f"{path.name} is a pickle, and loading a pickle runs code from it. If you "
+                f"trust this file, pin it in model-settings.yaml with sha256: {actual} "
+                "(or save the model with skops.io.dump as a .skops file)"
+            )
+        if actual != sha256.lower():
+            raise ModelLoadError(f"{path.name}: SHA-256 is {actual}, model-settings pins {sha256}")
+        return joblib.load(io.BytesIO(data))
+    raise ModelLoadError(
+        f"{path.name}: expected a .skops, {', '.join(_PICKLE_SUFFIXES)} file for scikit-learn"
+    )
+
+
+def _probe(estimator: Any, methods: list[str], n_features: int) -> list[TensorSpec]:
+    """Output specs read from one prediction on a row of zeros."""
+    row = np.zeros((1, n_features))
+    specs = []
+    for method in methods:
+        result = getattr(estimator, method)(row)
+        # Multi-output predict_proba returns a list of arrays: not one tensor, so not served.
+        if isinstance(result, np.ndarray):
+            specs.append(batch_spec(method, result))
+    return specs
+
+
+def _as_bytes(labels: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """String labels as an object array of UTF-8 bytes, the BYTES convention."""
+    return np.char.encode(labels.astype(np.str_), "utf-8").astype(object)
