@@ -23,6 +23,7 @@ from inferline.errors import (
     ModelNotFound,
     ModelNotReady,
 )
+from inferline.registry.records import DEFAULT_ALIAS
 from inferline.repository import load_folder, scan_model_dir, version_key
 from inferline.runtimes.base import Inputs, Model, Outputs
 from inferline.settings import Settings, TensorSpec
@@ -43,6 +44,10 @@ class ServedModel:
     model: Model
     batcher: Batcher | None
     timeout: float | None
+    #: Requests inside :meth:`DataPlane.infer` right now; an old version drains to 0.
+    inflight: int = 0
+    #: Set once the version is retired and its last in-flight request has finished.
+    drained: asyncio.Event | None = None
 
     async def call(self, inputs: Inputs) -> Outputs:
         run = self.batcher.submit(inputs) if self.batcher else self.model.infer(inputs)
@@ -65,6 +70,7 @@ class DataPlane:
         self._owns_executor = executor is None
         self._models: dict[str, dict[str, ServedModel]] = {}
         self._default: dict[str, str] = {}
+        self._aliases: dict[str, dict[str, str]] = {}
         self._started = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -74,7 +80,7 @@ class DataPlane:
             self._executor = ThreadPoolExecutor(
                 self.settings.executor_threads, thread_name_prefix="inferline-model"
             )
-        if scan:
+        if scan and self.settings.model_dir is not None:
             for folder in scan_model_dir(self.settings.model_dir):
                 for model in await load_folder(folder, self._executor):
                     await self.add(model)
@@ -109,15 +115,27 @@ class DataPlane:
         )
         self._default[model.name] = max(self._models[model.name], key=version_key)
 
-    async def remove(self, name: str, version: str) -> None:
+    def set_aliases(self, name: str, aliases: dict[str, str]) -> None:
+        """Point a model's aliases at loaded versions, all at once (one assignment)."""
+        self._aliases[name] = dict(aliases)
+
+    async def remove(self, name: str, version: str, drain_seconds: float = 30.0) -> None:
+        """Stop routing to a version, let its in-flight requests finish, then unload it."""
         served = self._models.get(name, {}).pop(version, None)
         if served is None:
             return
         if not self._models[name]:
             del self._models[name]
             del self._default[name]
+            self._aliases.pop(name, None)
         else:
             self._default[name] = max(self._models[name], key=version_key)
+        if served.inflight:
+            served.drained = asyncio.Event()
+            try:
+                await asyncio.wait_for(served.drained.wait(), drain_seconds)
+            except TimeoutError:
+                logger.warning("%s version %s: unloading with requests in flight", name, version)
         if served.batcher is not None:
             await served.batcher.stop()
         if self._executor is not None:
@@ -142,17 +160,25 @@ class DataPlane:
         return sorted(self._lookup(name), key=version_key)
 
     def resolve(self, name: str, version: str | None) -> ServedModel:
-        """The served version a request names (None: the newest), or 404."""
+        """The version or alias a request names; none: ``production``, else the newest."""
         versions = self._lookup(name)
+        aliases = self._aliases.get(name, {})
         if not version:
-            version = self._default[name]
+            version = aliases.get(DEFAULT_ALIAS, self._default[name])
         served = versions.get(version)
+        if served is None and version in aliases:
+            served = versions.get(aliases[version])
         if served is None:
             available = ", ".join(sorted(versions, key=version_key))
+            named = f"; aliases: {', '.join(sorted(aliases))}" if aliases else ""
             raise ModelNotFound(
-                f"model {name!r} has no version {version!r}; available: {available}"
+                f"model {name!r} has no version {version!r}; available: {available}{named}"
             )
         return served
+
+    def aliases(self, name: str) -> dict[str, str]:
+        self._lookup(name)
+        return dict(self._aliases.get(name, {}))
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         return self.resolve(name, version).model.ready
@@ -182,6 +208,7 @@ class DataPlane:
         check_limits(request.inputs, self.settings.max_tensors, self.settings.max_elements)
         inputs = check_inputs(name, request.inputs, model.inputs)
         wanted = _requested_names(request, model.outputs)
+        served.inflight += 1
         try:
             outputs = await served.call(inputs)
         except InferlineError:
@@ -191,6 +218,10 @@ class DataPlane:
             raise InternalError(
                 f"model {name!r} version {model.version} failed: {type(exc).__name__}"
             ) from exc
+        finally:
+            served.inflight -= 1
+            if served.drained is not None and not served.inflight:
+                served.drained.set()
         return InferResponse(
             model_name=name,
             model_version=model.version,

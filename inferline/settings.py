@@ -99,6 +99,8 @@ class ModelSettings(BaseModel):
     """Where a sync predict runs: ``thread`` (a thread pool), ``inline`` (on the event
     loop: only for models that take microseconds), or ``auto`` (inline when a warm-up
     on zeros shows a median call under 100 us, else threads)."""
+    warmup_requests: int = Field(default=3, ge=0)
+    """Inferences on zero-filled inputs before a new version takes traffic; 0 skips."""
     timeout_ms: float | None = Field(default=None, gt=0)
     """Per-request timeout; past it the client gets 504 / DEADLINE_EXCEEDED."""
     artifact: str | None = None
@@ -165,8 +167,18 @@ class Settings(BaseSettings):
     """REST port (0 picks a free one)."""
     grpc_port: int | None = Field(default=8081, ge=0, le=65535)
     """gRPC port; None turns gRPC off."""
-    model_dir: Path = Path("models")
-    """Folder of models: ``<name>/model-settings.yaml`` and ``<name>/<version>/``."""
+    model_dir: Path | None = None
+    """Folder of models (``<name>/model-settings.yaml``, ``<name>/<version>/``) to serve
+    instead of the registry."""
+    home: Path = Path.home() / ".inferline"
+    """Where the embedded registry database and artifact folder live by default."""
+    registry_url: str | None = None
+    """Registry database: ``sqlite:///path.db`` or ``postgresql://user@host/db``; default
+    ``sqlite:///<home>/registry.db``."""
+    artifact_dir: Path | None = None
+    """Content-addressed artifact folder; default ``<home>/artifacts``."""
+    registry_poll_seconds: float = Field(default=0.5, gt=0)
+    """How often a server checks the registry for changes (replicas converge within it)."""
     workers: int = Field(default=1, ge=1)
     """Server processes sharing the same ports."""
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
@@ -181,6 +193,14 @@ class Settings(BaseSettings):
     """Threads that run synchronous model code, shared by all models."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Server log level."""
+
+    @property
+    def registry_database(self) -> str:
+        return self.registry_url or f"sqlite:///{self.home / 'registry.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.artifact_dir or self.home / "artifacts"
 
     @classmethod
     def load(cls, config_file: Path | None = None, **flags: Any) -> Settings:

@@ -41,7 +41,7 @@ def _settings(config: Path | None, **flags: Any) -> Any:
 def _serve(settings: Any) -> None:
     from inferline import server
 
-    if not settings.model_dir.is_dir():
+    if settings.model_dir is not None and not settings.model_dir.is_dir():
         typer.echo(f"inferline: model folder {settings.model_dir} does not exist", err=True)
         raise typer.Exit(2)
     if settings.workers == 1:

@@ -1,0 +1,1 @@
+"""Model registry: versions, aliases, metadata and an audit log, over SQLite or PostgreSQL."""
