@@ -328,6 +328,8 @@ class RegistrySync:
         self._generation = -1
         self._task: asyncio.Task[None] | None = None
         self._lock: asyncio.Lock | None = None
+        #: Models unloaded through the repository API: not served until loaded again.
+        self._unloaded: set[str] = set()
 
     async def start(self) -> None:
         self._lock = asyncio.Lock()
@@ -358,6 +360,8 @@ class RegistrySync:
             if generation == self._generation and not force:
                 return
             plan = await asyncio.to_thread(self.registry.serving_plan)
+            for name in self._unloaded:
+                plan.pop(name, None)
             for name, (wanted, aliases, _latest) in plan.items():
                 await self._reconcile(name, wanted, aliases)
             for name in set(self.dataplane.model_names()) - set(plan):
@@ -365,6 +369,20 @@ class RegistrySync:
                     await self.dataplane.remove(name, version)
             self._generation = generation
             gc.collect()  # unloaded models often sit in reference cycles
+
+    async def load(self, name: str) -> None:
+        """Serve a model again (repository extension ``load``)."""
+        await asyncio.to_thread(self.registry.versions, name)  # 404 for an unknown model
+        self._unloaded.discard(name)
+        await self.sync(force=True)
+        if name not in self.dataplane.model_names():
+            raise ModelLoadError(f"model {name!r} could not be loaded; see the audit log")
+
+    async def unload(self, name: str) -> None:
+        """Stop serving a model on this server (repository extension ``unload``)."""
+        await asyncio.to_thread(self.registry.versions, name)
+        self._unloaded.add(name)
+        await self.sync(force=True)
 
     async def _reconcile(self, name: str, wanted: set[int], aliases: dict[str, int]) -> None:
         plane = self.dataplane

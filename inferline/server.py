@@ -19,8 +19,10 @@ import uvicorn
 from starlette.applications import Starlette
 
 from inferline.dataplane import DataPlane
+from inferline.lifecycle import RegistrySync
 from inferline.protocols import v2_grpc
 from inferline.protocols.rest_app import build_app
+from inferline.registry.store import Registry
 from inferline.settings import Settings
 
 __all__ = ["build_server_app", "run", "start_workers"]
@@ -29,12 +31,22 @@ logger = logging.getLogger(__name__)
 
 
 def build_server_app(settings: Settings, dataplane: DataPlane | None = None) -> Starlette:
-    """The REST app whose lifespan also owns the data plane and the gRPC server."""
+    """The REST app whose lifespan owns the data plane, the registry sync and gRPC.
+
+    With ``model_dir`` set it serves that folder; otherwise it serves what the
+    registry says and follows its changes.
+    """
     plane = dataplane or DataPlane(settings)
+    sync = None
+    if settings.model_dir is None:
+        registry = Registry(settings.registry_database, settings.artifact_root)
+        sync = RegistrySync(registry, plane, settings.registry_poll_seconds)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await plane.start()
+        await plane.start(scan=sync is None)
+        if sync is not None:
+            await sync.start()
         grpc_server = None
         if settings.grpc_port is not None:
             grpc_server = grpc.aio.server(options=v2_grpc.server_options(settings))
@@ -47,9 +59,13 @@ def build_server_app(settings: Settings, dataplane: DataPlane | None = None) -> 
         finally:
             if grpc_server is not None:
                 await grpc_server.stop(grace=5)
+            if sync is not None:
+                await sync.stop()
             await plane.stop()
+            if sync is not None:
+                sync.registry.close()
 
-    return build_app(plane, lifespan=lifespan)
+    return build_app(plane, lifespan=lifespan, sync=sync)
 
 
 def _http_socket(settings: Settings) -> socket.socket:

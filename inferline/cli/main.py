@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from inferline._version import __version__
+from inferline.cli.models import app as models_app
 
 app = typer.Typer(
     name="inferline",
@@ -107,6 +108,9 @@ def demo(
     if serve_it:
         print_usage(settings)
         _serve(settings)
+
+
+app.add_typer(models_app, name="models")
 
 
 @app.command()

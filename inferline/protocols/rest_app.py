@@ -13,7 +13,8 @@ from starlette.responses import Response
 
 from inferline.dataplane import DataPlane
 from inferline.errors import BadRequest, InferlineError, MethodNotAllowed, RouteNotFound
-from inferline.protocols import v2_rest
+from inferline.lifecycle import RegistrySync
+from inferline.protocols import management, v2_rest
 from inferline.protocols.status import (
     REQUEST_ID_HEADER,
     as_inferline_error,
@@ -26,9 +27,14 @@ __all__ = ["build_app"]
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[Any]]
 
 
-def build_app(dataplane: DataPlane, lifespan: Lifespan | None = None) -> Starlette:
-    """One Starlette app; ``lifespan`` starts what the server owns (data plane, gRPC)."""
-    return Starlette(
+def build_app(
+    dataplane: DataPlane, lifespan: Lifespan | None = None, sync: RegistrySync | None = None
+) -> Starlette:
+    """One Starlette app; ``lifespan`` starts what the server owns (data plane, gRPC).
+
+    ``sync`` (registry mode) enables the management API's registry routes.
+    """
+    app = Starlette(
         routes=v2_rest.routes(dataplane),
         exception_handlers={
             InferlineError: _error_response,
@@ -37,6 +43,8 @@ def build_app(dataplane: DataPlane, lifespan: Lifespan | None = None) -> Starlet
         },
         lifespan=lifespan,
     )
+    app.router.routes.extend(management.routes(dataplane, sync))
+    return app
 
 
 async def _error_response(request: Request, exc: Exception) -> Response:

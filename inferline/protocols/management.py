@@ -1,0 +1,291 @@
+"""Management over HTTP: the V2 repository extension and the registry API (``/api/v1``).
+
+Everything the ``inferline models`` command does locally it can do through
+these routes (``--server URL``). Writes go through :mod:`inferline.lifecycle`,
+so a version that fails to load or warm up never takes traffic, whichever way
+the change was asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from inferline import lifecycle
+from inferline.dataplane import DataPlane
+from inferline.errors import BadRequest, ModelNotFound, PayloadTooLarge, Unavailable
+from inferline.lifecycle import RegistrySync
+from inferline.protocols.v2_rest import json_response
+from inferline.registry.records import DEFAULT_ALIAS, check_alias, check_name, parse_version
+from inferline.registry.store import Registry
+from inferline.repository import load_folder, scan_model_dir
+
+__all__ = ["routes"]
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+#: Largest artifact an upload may carry.
+MAX_UPLOAD_BYTES = 4 * 1024**3
+
+
+def routes(dataplane: DataPlane, sync: RegistrySync | None) -> list[Route]:
+    """Repository extension routes always; registry routes when serving a registry."""
+
+    def registry() -> Registry:
+        if sync is None:
+            raise Unavailable("this server serves a model folder, not a registry")
+        return sync.registry
+
+    async def index(request: Request) -> Response:
+        served = set(dataplane.model_names())
+        names = await asyncio.to_thread(registry().model_names) if sync else sorted(served)
+        entries = []
+        for name in names:
+            if name in served:
+                for version in dataplane.versions(name):
+                    entries.append(
+                        {"name": name, "version": version, "state": "READY", "reason": ""}
+                    )
+            else:
+                entries.append(
+                    {"name": name, "version": "", "state": "UNAVAILABLE", "reason": "unloaded"}
+                )
+        return json_response(request, entries)
+
+    async def load(request: Request) -> Response:
+        name = check_name(request.path_params["model"])
+        if sync is not None:
+            await sync.load(name)
+        else:
+            await _load_from_folder(dataplane, name)
+        return json_response(request, {"name": name, "state": "READY"})
+
+    async def unload(request: Request) -> Response:
+        name = check_name(request.path_params["model"])
+        if sync is not None:
+            await sync.unload(name)
+        else:
+            dataplane.resolve(name, None)  # 404 when unknown
+            for version in dataplane.versions(name):
+                await dataplane.remove(name, version)
+        return json_response(request, {"name": name, "state": "UNAVAILABLE"})
+
+    async def list_models(request: Request) -> Response:
+        reg = registry()
+        result = []
+        for name in await asyncio.to_thread(reg.model_names):
+            versions = await asyncio.to_thread(reg.versions, name)
+            result.append(_summary(name, versions, await asyncio.to_thread(reg.aliases, name)))
+        return json_response(request, result)
+
+    async def show_model(request: Request) -> Response:
+        reg, name = registry(), check_name(request.path_params["model"])
+        versions = await asyncio.to_thread(reg.versions, name)
+        summary = _summary(name, versions, await asyncio.to_thread(reg.aliases, name))
+        summary["versions"] = [v.to_json() for v in versions]
+        return json_response(request, summary)
+
+    async def show_version(request: Request) -> Response:
+        reg, name = registry(), check_name(request.path_params["model"])
+        record = await asyncio.to_thread(reg.resolve, name, request.path_params["version"])
+        return json_response(request, record.to_json())
+
+    async def register(request: Request) -> Response:
+        reg, name = registry(), check_name(request.path_params["model"])
+        query = request.query_params
+        filename = query.get("filename") or ""
+        if not filename or "/" in filename or filename in (".", ".."):
+            raise BadRequest("query parameter 'filename' must name the artifact file")
+        workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="inferline-upload-"))
+        try:
+            source = await _receive(request, workdir, filename)
+            record = await lifecycle.register(
+                reg,
+                name,
+                source,
+                dataplane.executor,
+                runtime=query.get("runtime"),
+                settings=_json_param(query.get("settings"), "settings"),
+                description=query.get("description", ""),
+                tags=_tags(query.getlist("tag")),
+                metrics=_json_param(query.get("metrics"), "metrics"),
+                alias=check_alias(query["alias"]) if query.get("alias") else None,
+                actor=_actor(request),
+            )
+        finally:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+        await sync_now()
+        return json_response(request, record.to_json(), 201)
+
+    async def set_alias(request: Request) -> Response:
+        return await move_alias(request, request.path_params["alias"], await _json_body(request))
+
+    async def promote(request: Request) -> Response:
+        body = await _json_body(request)
+        return await move_alias(request, str(body.get("alias", DEFAULT_ALIAS)), body)
+
+    async def move_alias(request: Request, alias: str, body: dict[str, Any]) -> Response:
+        reg, name = registry(), check_name(request.path_params["model"])
+        alias = check_alias(alias)
+        version = parse_version(body.get("version", ""))
+        previous = await lifecycle.promote(
+            reg,
+            name,
+            version,
+            dataplane.executor,
+            alias=alias,
+            actor=_actor(request),
+            allow_signature_change=bool(body.get("allow_signature_change", False)),
+        )
+        await sync_now()
+        payload = {"name": name, "alias": alias, "version": version, "previous": previous}
+        return json_response(request, payload)
+
+    async def rollback(request: Request) -> Response:
+        reg, name = registry(), check_name(request.path_params["model"])
+        body = await _json_body(request)
+        alias = check_alias(str(body.get("alias", DEFAULT_ALIAS)))
+        version = await lifecycle.rollback(
+            reg, name, dataplane.executor, alias=alias, actor=_actor(request)
+        )
+        await sync_now()
+        return json_response(request, {"name": name, "alias": alias, "version": version})
+
+    async def delete_version(request: Request) -> Response:
+        reg, name = registry(), check_name(request.path_params["model"])
+        version = parse_version(request.path_params["version"])
+        await asyncio.to_thread(reg.delete_version, name, version, _actor(request))
+        await sync_now()
+        return json_response(request, {"name": name, "version": version, "deleted": True})
+
+    async def audit(request: Request) -> Response:
+        name = request.path_params.get("model")
+        entries = await asyncio.to_thread(registry().audit, check_name(name) if name else None)
+        return json_response(request, [e.to_json() for e in entries])
+
+    async def sync_now() -> None:
+        if sync is not None:
+            await sync.sync()
+
+    return [
+        Route("/v2/repository/index", index, methods=["POST"]),
+        Route("/v2/repository/models/{model}/load", load, methods=["POST"]),
+        Route("/v2/repository/models/{model}/unload", unload, methods=["POST"]),
+        Route("/api/v1/models", list_models, methods=["GET"]),
+        Route("/api/v1/models/{model}", show_model, methods=["GET"]),
+        Route("/api/v1/models/{model}/versions", register, methods=["POST"]),
+        Route("/api/v1/models/{model}/versions/{version}", show_version, methods=["GET"]),
+        Route("/api/v1/models/{model}/versions/{version}", delete_version, methods=["DELETE"]),
+        Route("/api/v1/models/{model}/aliases/{alias}", set_alias, methods=["PUT"]),
+        Route("/api/v1/models/{model}/promote", promote, methods=["POST"]),
+        Route("/api/v1/models/{model}/rollback", rollback, methods=["POST"]),
+        Route("/api/v1/models/{model}/audit", audit, methods=["GET"]),
+        Route("/api/v1/audit", audit, methods=["GET"]),
+    ]
+
+
+def _summary(name: str, versions: list[Any], aliases: dict[str, int]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "latest": versions[-1].version if versions else None,
+        "versions_count": len(versions),
+        "aliases": aliases,
+    }
+
+
+def _actor(request: Request) -> str:
+    client = request.client.host if request.client else "unknown"
+    return f"api@{client}"
+
+
+def _tags(pairs: list[str]) -> dict[str, str]:
+    tags = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BadRequest(f"tag {pair!r} must look like key=value")
+        tags[key] = value
+    return tags
+
+
+def _json_param(raw: str | None, what: str) -> Any:
+    if raw is None:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"query parameter {what!r} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise BadRequest(f"query parameter {what!r} must be a JSON object")
+    return value
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body
+
+
+async def _receive(request: Request, workdir: Path, filename: str) -> Path:
+    """Stream an upload to disk (bounded); a tar archive becomes a folder artifact."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
+        raise PayloadTooLarge(
+            f"artifact of {declared} bytes is over the {MAX_UPLOAD_BYTES}-byte limit"
+        )
+    upload = workdir / "upload"
+    size = 0
+    with upload.open("wb") as handle:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_UPLOAD_BYTES:
+                raise PayloadTooLarge(f"artifact is over the {MAX_UPLOAD_BYTES}-byte limit")
+            handle.write(chunk)
+    if size == 0:
+        raise BadRequest("the request body (the artifact) is empty")
+    if request.headers.get("content-type", "").startswith("application/x-tar"):
+        return await asyncio.to_thread(_untar, upload, workdir / filename)
+    target = workdir / filename
+    upload.rename(target)
+    return target
+
+
+def _untar(archive: Path, target: Path) -> Path:
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(target, filter="data")  # refuses absolute paths, '..' and links out
+    except (tarfile.TarError, OSError) as exc:
+        raise BadRequest(f"artifact archive cannot be unpacked: {exc}") from exc
+    return target
+
+
+async def _load_from_folder(dataplane: DataPlane, name: str) -> None:
+    model_dir = dataplane.settings.model_dir
+    if model_dir is None:  # pragma: no cover - folder mode always has one
+        raise Unavailable("no model folder configured")
+    folders = [
+        f for f in await asyncio.to_thread(scan_model_dir, model_dir) if f.settings.name == name
+    ]
+    if not folders:
+        raise ModelNotFound(f"model {name!r} is not in the model folder {model_dir}")
+    for version in list(dataplane.versions(name)) if name in dataplane.model_names() else []:
+        await dataplane.remove(name, version)
+    for model in await load_folder(folders[0], dataplane.executor):
+        await dataplane.add(model)
