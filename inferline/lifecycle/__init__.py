@@ -1,0 +1,15 @@
+"""Model lifecycle over the registry: register, promote, roll back, and follow live."""
+
+from inferline.lifecycle.changes import promote, register, rollback
+from inferline.lifecycle.loading import guess_runtime, load_version, warm_up
+from inferline.lifecycle.sync import RegistrySync
+
+__all__ = [
+    "RegistrySync",
+    "guess_runtime",
+    "load_version",
+    "promote",
+    "register",
+    "rollback",
+    "warm_up",
+]
