@@ -36,19 +36,26 @@ class RegistrySync:
 
     async def start(self) -> None:
         self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
         await self.sync()
         self._task = asyncio.create_task(self._poll(), name="inferline-registry-sync")
         self._task.add_done_callback(_log_crash)
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
+            # No cancel: a sync running in a thread finishes and returns its connection
+            # before the registry closes.
+            self._stopping.set()
             await asyncio.wait([self._task])
             self._task = None
 
     async def _poll(self) -> None:
         while True:
-            await asyncio.sleep(self.poll_seconds)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.poll_seconds)
+                return
+            except TimeoutError:
+                pass
             try:
                 await self.sync()
             except InferlineError as exc:  # registry briefly unreachable: keep serving

@@ -1,0 +1,316 @@
+"""Registry-driven serving in process: swaps, refused versions, the API, traversal, memory."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import tarfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from inferline import lifecycle
+from inferline.dataplane import DataPlane
+from inferline.errors import BadRequest, ModelLoadError
+from inferline.lifecycle import RegistrySync
+from inferline.protocols.rest_app import build_app
+from inferline.registry.store import Conflict, Registry
+from inferline.settings import Settings
+from tests.lifecycle_models import big_matmul_file, forest_file, infer_body, probabilities
+
+
+class Stack:
+    def __init__(
+        self, registry: Registry, plane: DataPlane, sync: RegistrySync, client: httpx.AsyncClient
+    ):
+        self.registry, self.plane, self.sync, self.client = registry, plane, sync, client
+
+    @property
+    def executor(self):
+        return self.plane.executor
+
+
+@pytest.fixture
+async def stack(registry_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    registry = Registry(registry_url, tmp_path / "artifacts")
+    plane = DataPlane(Settings(registry_url=registry_url, artifact_dir=tmp_path / "artifacts"))
+    await plane.start(scan=False)
+    sync = RegistrySync(registry, plane, poll_seconds=0.05)
+    await sync.start()
+    transport = httpx.ASGITransport(app=build_app(plane, sync=sync))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://inferline", timeout=60
+    ) as client:
+        yield Stack(registry, plane, sync, client)
+    await sync.stop()
+    await plane.stop()
+    registry.close()
+
+
+async def traffic(
+    client: httpx.AsyncClient, stop: asyncio.Event, log: list[tuple[int, str, np.ndarray]]
+) -> None:
+    """Steady requests until ``stop``: (status, version, probabilities) for each."""
+    while not stop.is_set():
+        response = await client.post("/v2/models/fraud/infer", json=infer_body())
+        version = response.headers.get("inferline-model-version", "")
+        data = (
+            np.array(response.json()["outputs"][0]["data"]).reshape(-1, 2)
+            if response.status_code == 200
+            else None
+        )
+        log.append((response.status_code, version, data))
+        await asyncio.sleep(0.002)
+
+
+async def test_promote_and_rollback_switch_versions_with_no_failure(
+    stack: Stack, tmp_path: Path
+) -> None:
+    one, two = forest_file(tmp_path / "a", seed=1), forest_file(tmp_path / "b", seed=2)
+    expected = {"1": probabilities(one), "2": probabilities(two)}
+    assert not np.allclose(expected["1"], expected["2"])
+    await lifecycle.register(stack.registry, "fraud", one, stack.executor, alias="production")
+    await lifecycle.register(stack.registry, "fraud", two, stack.executor)
+    await stack.sync.sync()
+    stop, log = asyncio.Event(), []
+    clients = [asyncio.create_task(traffic(stack.client, stop, log)) for _ in range(4)]
+    await asyncio.sleep(0.2)
+    marks = [len(log)]
+    await lifecycle.promote(stack.registry, "fraud", 2, stack.executor)
+    await stack.sync.sync()
+    marks.append(len(log))
+    await asyncio.sleep(0.2)
+    marks.append(len(log))
+    assert await lifecycle.rollback(stack.registry, "fraud", stack.executor) == 1
+    await stack.sync.sync()
+    marks.append(len(log))
+    await asyncio.sleep(0.2)
+    stop.set()
+    await asyncio.gather(*clients)
+    assert all(status == 200 for status, _, _ in log), {s for s, _, _ in log}
+    for _, version, data in log:
+        np.testing.assert_allclose(
+            data, expected[version], rtol=1e-6
+        )  # the answer matches its version
+    assert {v for _, v, _ in log[: marks[0]]} == {"1"}
+    assert {v for _, v, _ in log[marks[1] + 4 : marks[2]]} == {
+        "2"
+    }  # +4: requests already in flight
+    assert {v for _, v, _ in log[marks[3] + 4 :]} == {"1"}
+    # Version 2 is the latest, so it stays loaded; nothing else lingers.
+    assert stack.plane.versions("fraud") == ["1", "2"]
+
+
+async def test_refused_versions_leave_everything_serving(stack: Stack, tmp_path: Path) -> None:
+    good = forest_file(tmp_path / "good", seed=3)
+    await lifecycle.register(stack.registry, "fraud", good, stack.executor, alias="production")
+    await stack.sync.sync()
+    aliases_before = stack.registry.aliases("fraud")
+    versions_before = [v.version for v in stack.registry.versions("fraud")]
+    stop, log = asyncio.Event(), []
+    clients = [asyncio.create_task(traffic(stack.client, stop, log)) for _ in range(3)]
+
+    truncated = tmp_path / "bad" / "truncated.onnx"
+    truncated.parent.mkdir()
+    truncated.write_bytes(good.read_bytes()[:500])
+    with pytest.raises(ModelLoadError, match="failed to load"):
+        await lifecycle.register(
+            stack.registry, "fraud", truncated, stack.executor, alias="production"
+        )
+
+    raising = tmp_path / "raising" / "model.py"
+    raising.parent.mkdir()
+    raising.write_text(
+        "class Model:\n    def load(self, path):\n        raise RuntimeError('no GPU here')\n    def predict(self, inputs):\n        return inputs\n"
+    )
+    with pytest.raises(ModelLoadError, match="no GPU here"):
+        await lifecycle.register(
+            stack.registry,
+            "fraud",
+            raising,
+            stack.executor,
+            settings={"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 20]}]},
+        )
+    assert [v.version for v in stack.registry.versions("fraud")] == versions_before
+
+    narrow = tmp_path / "narrow" / "model.py"  # answers fine, but takes 19 features
+    narrow.parent.mkdir()
+    narrow.write_text(
+        "class Model:\n    def predict(self, inputs):\n        return {'probabilities': inputs['input'][:, :2]}\n"
+    )
+    record = await lifecycle.register(
+        stack.registry,
+        "fraud",
+        narrow,
+        stack.executor,
+        settings={"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 19]}]},
+    )
+    with pytest.raises(Conflict, match="takes different inputs than version 1"):
+        await lifecycle.promote(stack.registry, "fraud", record.version, stack.executor)
+    await asyncio.sleep(0.2)
+    stop.set()
+    await asyncio.gather(*clients)
+
+    assert log and all(status == 200 and version == "1" for status, version, _ in log)
+    assert stack.registry.aliases("fraud") == aliases_before
+    assert stack.plane.model_ready("fraud")
+    refused = [e for e in stack.registry.audit("fraud") if not e.ok]
+    assert [e.action for e in refused] == ["promote", "register", "register"]
+    assert "takes different inputs" in refused[0].detail
+
+
+async def test_tampered_artifact_is_refused_at_load(stack: Stack, tmp_path: Path) -> None:
+    await lifecycle.register(
+        stack.registry,
+        "fraud",
+        forest_file(tmp_path / "a", seed=1),
+        stack.executor,
+        alias="production",
+    )
+    record = await lifecycle.register(
+        stack.registry, "fraud", forest_file(tmp_path / "b", seed=2), stack.executor
+    )
+    stored = stack.registry.artifacts.path(record.sha256, record.artifact)
+    stored.write_bytes(stored.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(ModelLoadError, match="SHA-256"):
+        await lifecycle.promote(stack.registry, "fraud", 2, stack.executor)
+    assert stack.registry.aliases("fraud") == {"production": 1}
+
+
+async def test_management_api_covers_the_cli(stack: Stack, tmp_path: Path) -> None:
+    c = stack.client
+    path = forest_file(tmp_path / "a", seed=1)
+    created = await c.post(
+        "/api/v1/models/fraud/versions",
+        params=[
+            ("filename", path.name),
+            ("alias", "staging"),
+            ("tag", "team=risk"),
+            ("description", "first"),
+        ],
+        content=path.read_bytes(),
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["aliases"] == ["staging"] and created.json()["tags"] == {"team": "risk"}
+    second = forest_file(tmp_path / "b", seed=2)
+    await c.post(
+        "/api/v1/models/fraud/versions",
+        params={"filename": second.name},
+        content=second.read_bytes(),
+    )
+    assert (
+        await c.put("/api/v1/models/fraud/aliases/production", json={"version": 1})
+    ).status_code == 200
+    promoted = await c.post("/api/v1/models/fraud/promote", json={"version": 2})
+    assert promoted.json() == {"name": "fraud", "alias": "production", "version": 2, "previous": 1}
+    answer = await c.post("/v2/models/fraud/infer", json=infer_body())
+    assert answer.headers["inferline-model-version"] == "2"
+    staged = await c.post("/v2/models/fraud/versions/staging/infer", json=infer_body())
+    assert staged.headers["inferline-model-version"] == "1"
+    np.testing.assert_allclose(
+        np.array(staged.json()["outputs"][0]["data"]).reshape(-1, 2), probabilities(path), rtol=1e-6
+    )
+    assert (await c.post("/api/v1/models/fraud/rollback", json={})).json()["version"] == 1
+    listing = (await c.get("/api/v1/models")).json()
+    assert listing == [
+        {
+            "name": "fraud",
+            "latest": 2,
+            "versions_count": 2,
+            "aliases": {"production": 1, "staging": 1},
+        }
+    ]
+    shown = (await c.get("/api/v1/models/fraud/versions/production")).json()
+    assert shown["version"] == 1 and shown["signature"]["inputs"][0]["shape"] == [-1, 20]
+    refused = await c.delete("/api/v1/models/fraud/versions/1")
+    assert refused.status_code == 409 and "pointed at by alias" in refused.json()["error"]
+    assert (await c.delete("/api/v1/models/fraud/versions/2")).status_code == 200
+    audit = (await c.get("/api/v1/models/fraud/audit")).json()
+    assert audit[0]["action"] == "delete" and audit[-1]["action"] == "register"
+    index = (await c.post("/v2/repository/index")).json()
+    assert {(e["name"], e["state"]) for e in index} == {("fraud", "READY")}
+    assert (await c.post("/v2/repository/models/fraud/unload")).status_code == 200
+    assert (await c.post("/v2/models/fraud/infer", json=infer_body())).status_code == 404
+    assert (await c.post("/v2/repository/models/fraud/load")).status_code == 200
+    assert (await c.post("/v2/models/fraud/infer", json=infer_body())).status_code == 200
+
+
+@pytest.mark.parametrize("name", ["..", "a..b", ".hidden", "-x", "x" * 129])
+async def test_hostile_model_names_get_400(stack: Stack, name: str) -> None:
+    for response in (
+        await stack.client.post(
+            f"/api/v1/models/{name}/versions", params={"filename": "m.onnx"}, content=b"x"
+        ),
+        await stack.client.get(f"/api/v1/models/{name}"),
+        await stack.client.post(f"/v2/repository/models/{name}/load"),
+    ):
+        assert response.status_code in (400, 404), response.text
+        assert "error" in response.json()
+
+
+async def test_uploads_cannot_write_outside(stack: Stack, tmp_path: Path) -> None:
+    outside = tmp_path / "escaped"
+    for filename in ("../../escaped", "..", "a/b"):
+        response = await stack.client.post(
+            "/api/v1/models/fraud/versions", params={"filename": filename}, content=b"x"
+        )
+        assert response.status_code == 400, filename
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo(f"../../../../{outside}")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    response = await stack.client.post(
+        "/api/v1/models/fraud/versions",
+        params={"filename": "model", "runtime": "mlflow"},
+        content=buffer.getvalue(),
+        headers={"content-type": "application/x-tar"},
+    )
+    assert response.status_code == 400 and "cannot be unpacked" in response.json()["error"]
+    assert not outside.exists()
+    assert stack.registry.model_names() == []
+
+
+def _rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_memory_returns_after_unload(tmp_path: Path) -> None:
+    """A 32 MB model loaded and unloaded 15 times: RSS must not grow by the sum of them."""
+    from inferline.runtimes.loader import load_model
+    from inferline.settings import ModelSettings
+
+    big = big_matmul_file(tmp_path / "big")
+    size = big.stat().st_size
+    assert size > 30_000_000
+    plane = DataPlane(Settings())
+    await plane.start(scan=False)
+    settings = ModelSettings(name="big", runtime="onnx")
+    samples = []
+    for cycle in range(15):
+        model = await load_model(settings, str(cycle), big.parent, plane.executor)
+        await plane.add(model)
+        await plane.remove("big", str(cycle))
+        del model
+        samples.append(_rss_bytes())
+    await plane.stop()
+    growth = samples[-1] - samples[2]  # after the allocator has warmed up
+    # Leaking every copy would add 12 x (model size x ~2 for onnxruntime's copies).
+    assert growth < 3 * size, (
+        f"RSS grew {growth / 1e6:.1f} MB over 12 cycles of a {size / 1e6:.1f} MB model"
+    )
+
+
+def test_guess_runtime(tmp_path: Path) -> None:
+    assert lifecycle.guess_runtime(Path("m.onnx")) == "onnx"
+    assert lifecycle.guess_runtime(Path("m.skops")) == "sklearn"
+    (tmp_path / "MLmodel").write_text("flavors: {}\n")
+    assert lifecycle.guess_runtime(tmp_path) == "mlflow"
+    with pytest.raises(BadRequest, match="pass --runtime"):
+        lifecycle.guess_runtime(Path("model.bin"))
