@@ -134,13 +134,22 @@ class ServerProcess:
         self.grpc_url = f"127.0.0.1:{grpc_port}"
 
 
-def start_server(model_dir: Path, log: Path, *extra: str) -> ServerProcess:
-    """Start ``inferline serve`` on free ports and wait until it reports ready."""
+def start_server(
+    model_dir: Path | None, log: Path, *extra: str, env: dict[str, str] | None = None
+) -> ServerProcess:
+    """Start ``inferline serve`` on free ports and wait until it reports ready.
+
+    With ``model_dir`` None it serves the registry that ``env`` points at.
+    """
     http_port, grpc_port = free_port(), free_port()
-    command = [sys.executable, "-m", "inferline", "serve", "--model-dir", str(model_dir)]
+    command = [sys.executable, "-m", "inferline", "serve"]
+    if model_dir is not None:
+        command += ["--model-dir", str(model_dir)]
     command += ["--http-port", str(http_port), "--grpc-port", str(grpc_port), *extra]
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
     server = ServerProcess(http_port, grpc_port, process)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -211,15 +220,21 @@ def _admin(statement: str) -> None:
         conn.execute(statement)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty registry database: a SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'registry.db'}"
-        return
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database on the machine's server, dropped afterwards."""
     name = f"inferline_{uuid.uuid4().hex[:12]}"
     _admin(f'CREATE DATABASE "{name}"')
     try:
         yield f"postgresql://postgres@127.0.0.1:5432/{name}"
     finally:
         _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty registry database: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'registry.db'}"
+    else:
+        yield request.getfixturevalue("postgres_url")
