@@ -56,7 +56,15 @@ async def load_model(
         raise
     except Exception as exc:
         raise ModelLoadError(
-            f"model {settings.name!r} version {version} failed to load: {type(exc).__name__}: {exc}"
+            f"model {settings.name!r} version {version} failed to load: "
+            f"{type(exc).__name__}: {_first_line(exc)}"
         ) from exc
     logger.info("loaded model %s version %s (%s)", settings.name, version, settings.runtime)
     return model
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    """Native libraries append stack traces to their messages; users need the first line."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
