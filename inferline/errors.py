@@ -11,6 +11,7 @@ turns an error into a response; nothing else does.
     │   ├── ModelNotFound
     │   └── RouteNotFound
     ├── MethodNotAllowed          405  UNIMPLEMENTED
+    ├── Conflict                  409  FAILED_PRECONDITION
     ├── PayloadTooLarge           413  RESOURCE_EXHAUSTED
     ├── Unprocessable             422  INVALID_ARGUMENT
     ├── TooManyRequests           429  RESOURCE_EXHAUSTED
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 __all__ = [
     "BadRequest",
+    "Conflict",
     "DeadlineExceeded",
     "InferlineError",
     "InternalError",
@@ -82,6 +84,13 @@ class RouteNotFound(NotFound):
 class MethodNotAllowed(InferlineError):
     http_status = 405
     grpc_code = "UNIMPLEMENTED"
+
+
+class Conflict(InferlineError):
+    """The change contradicts the current state (e.g. deleting a version an alias uses)."""
+
+    http_status = 409
+    grpc_code = "FAILED_PRECONDITION"
 
 
 class PayloadTooLarge(InferlineError):

@@ -14,10 +14,10 @@ import pytest
 
 from inferline import lifecycle
 from inferline.dataplane import DataPlane
-from inferline.errors import BadRequest, ModelLoadError
+from inferline.errors import BadRequest, Conflict, ModelLoadError
 from inferline.lifecycle import RegistrySync
 from inferline.protocols.rest_app import build_app
-from inferline.registry.store import Conflict, Registry
+from inferline.registry.store import Registry
 from inferline.settings import Settings
 from tests.lifecycle_models import big_matmul_file, forest_file, infer_body, probabilities
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from inferline.errors import BadRequest, InferlineError
+from inferline.errors import BadRequest, Conflict, InferlineError
 from inferline.lifecycle.loading import (
     guess_runtime,
     inspect_path,
@@ -25,7 +25,7 @@ from inferline.lifecycle.loading import (
 )
 from inferline.registry.profile import profile_columns, read_reference
 from inferline.registry.records import DEFAULT_ALIAS, ModelVersion, check_name
-from inferline.registry.store import Conflict, Registry, default_actor
+from inferline.registry.store import Registry, default_actor
 from inferline.runtimes.base import Model
 from inferline.types import DATATYPES
 

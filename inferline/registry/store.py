@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from inferline.errors import BadRequest, ModelNotFound, Unavailable
+from inferline.errors import Conflict, ModelNotFound, Unavailable
 from inferline.registry import schema as t
 from inferline.registry.artifacts import ArtifactStore
 from inferline.registry.records import (
@@ -34,16 +34,9 @@ from inferline.registry.records import (
     parse_version,
 )
 
-__all__ = ["Conflict", "Registry", "default_actor", "engine_url"]
+__all__ = ["Registry", "default_actor", "engine_url"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-class Conflict(BadRequest):
-    """The change contradicts the registry's state (e.g. deleting an aliased version)."""
-
-    http_status = 409
-    grpc_code = "FAILED_PRECONDITION"
 
 
 def default_actor() -> str:

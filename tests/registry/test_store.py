@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from inferline.errors import BadRequest, ModelLoadError, ModelNotFound
-from inferline.registry.store import Conflict, Registry
+from inferline.errors import BadRequest, Conflict, ModelLoadError, ModelNotFound
+from inferline.registry.store import Registry
 
 SIGNATURE = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}], "outputs": []}
 
