@@ -76,7 +76,7 @@ def print_usage(settings: Any) -> None:
 Serving model '{DEMO_NAME}': REST {base}, gRPC {settings.host}:{settings.grpc_port}
 Try:
   curl {base}/v2/models/{DEMO_NAME}
-  curl -H 'content-type: application/json' {base}/v2/models/{DEMO_NAME}/infer \
+  curl -H 'content-type: application/json' {base}/v2/models/{DEMO_NAME}/infer \\
     -d '{body}'
 Stop with Ctrl-C.
 """
