@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from inferline.errors import (
     ModelNotFound,
     ModelNotReady,
 )
+from inferline.monitoring.records import InferenceRecord, Observer
 from inferline.registry.records import DEFAULT_ALIAS
 from inferline.repository import load_folder, scan_model_dir, version_key
 from inferline.runtimes.base import Inputs, Model, Outputs
@@ -72,6 +74,8 @@ class DataPlane:
         self._default: dict[str, str] = {}
         self._aliases: dict[str, dict[str, str]] = {}
         self._started = False
+        #: Told about every request after it is answered (metrics, logs, drift, ...).
+        self.observers: list[Observer] = []
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self, *, scan: bool = True) -> None:
@@ -200,8 +204,64 @@ class DataPlane:
         return versions
 
     # -- inference -------------------------------------------------------------------
-    async def infer(self, name: str, version: str | None, request: InferRequest) -> InferResponse:
-        served = self.resolve(name, version)
+    async def infer(
+        self,
+        name: str,
+        version: str | None,
+        request: InferRequest,
+        *,
+        protocol: str = "python",
+        request_id: str = "",
+    ) -> InferResponse:
+        """Validate, run and answer one request; observers hear about it either way."""
+        started, clock = time.time(), time.perf_counter()
+        served: ServedModel | None = None
+        try:
+            served = self.resolve(name, version)
+            response = await self._infer(served, name, request)
+        except Exception as exc:
+            if self.observers:
+                status = exc.http_status if isinstance(exc, InferlineError) else 500
+                message = exc.message if isinstance(exc, InferlineError) else type(exc).__name__
+                self._notify(
+                    InferenceRecord(
+                        request_id,
+                        name,
+                        served.model.version if served else "",
+                        protocol,
+                        started,
+                        time.perf_counter() - clock,
+                        status,
+                        {t.name: t.data for t in request.inputs},
+                        None,
+                        message,
+                    )
+                )
+            raise
+        if self.observers:
+            self._notify(
+                InferenceRecord(
+                    request_id,
+                    name,
+                    response.model_version,
+                    protocol,
+                    started,
+                    time.perf_counter() - clock,
+                    200,
+                    {t.name: t.data for t in request.inputs},
+                    {t.name: t.data for t in response.outputs},
+                )
+            )
+        return response
+
+    def _notify(self, record: InferenceRecord) -> None:
+        for observer in self.observers:
+            try:
+                observer.observe(record)
+            except Exception:  # an observer must never fail a request
+                logger.exception("observer %r failed", observer)
+
+    async def _infer(self, served: ServedModel, name: str, request: InferRequest) -> InferResponse:
         model = served.model
         if not model.ready:
             raise ModelNotReady(f"model {name!r} version {model.version} is not ready")

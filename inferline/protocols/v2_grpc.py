@@ -172,7 +172,11 @@ class _Servicer:
             request, max_tensors=settings.max_tensors, max_elements=settings.max_elements
         )
         response = await self._dataplane.infer(
-            request.model_name, request.model_version or None, decoded
+            request.model_name,
+            request.model_version or None,
+            decoded,
+            protocol="grpc",
+            request_id=dict(trailers).get(REQUEST_ID_HEADER, ""),
         )
         trailers.append((MODEL_VERSION_HEADER, response.model_version))
         # Answer in the form the client used, as Triton does.

@@ -86,12 +86,12 @@ def routes(dataplane: DataPlane) -> list[Route]:
             json_length = int(header_length)
         body = await read_body(request, limit)
         infer_request = decode_request(body, json_length)
-        response = await dataplane.infer(name, version, infer_request)
+        request_id = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
+        response = await dataplane.infer(
+            name, version, infer_request, protocol="rest", request_id=request_id
+        )
         payload, binary_length = encode_response(response, infer_request)
-        headers = {
-            REQUEST_ID_HEADER: request.headers.get(REQUEST_ID_HEADER) or new_request_id(),
-            MODEL_VERSION_HEADER: response.model_version,
-        }
+        headers = {REQUEST_ID_HEADER: request_id, MODEL_VERSION_HEADER: response.model_version}
         if binary_length is None:
             return Response(payload, 200, headers, media_type=_JSON)
         headers[BINARY_HEADER] = str(binary_length)

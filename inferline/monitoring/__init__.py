@@ -1,0 +1,1 @@
+"""Watching models in production: metrics, logs, payloads, drift, quality, alerts."""
