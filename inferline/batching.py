@@ -35,6 +35,9 @@ __all__ = ["Batcher"]
 
 logger = logging.getLogger(__name__)
 
+#: Told about each model call: rows, compute seconds, each request's queue wait.
+BatchObserver = Callable[[int, float, list[float]], None]
+
 #: Input names, dtypes and trailing shapes: requests with equal keys can be merged.
 _Key = tuple[tuple[str, str, tuple[int, ...]], ...]
 
@@ -52,9 +55,16 @@ class _Request:
 class Batcher:
     """Queues one model's requests and runs them in merged batches."""
 
-    def __init__(self, predict: AsyncPredict, settings: BatchingSettings, name: str) -> None:
+    def __init__(
+        self,
+        predict: AsyncPredict,
+        settings: BatchingSettings,
+        name: str,
+        on_batch: BatchObserver | None = None,
+    ) -> None:
         # Only stores: asyncio primitives belong to the loop that runs start().
         self._predict = predict
+        self._on_batch = on_batch
         self._settings = settings
         self.name = name
         self._state: Literal["new", "running", "stopped", "crashed"] = "new"
@@ -211,6 +221,7 @@ class Batcher:
             if not live:
                 return
             self._last_batch_rows = total = sum(r.rows for r in live)
+            began = time.monotonic()
             try:
                 if len(live) == 1:
                     outputs = await self._predict(live[0].inputs)  # zero-copy fast path
@@ -219,6 +230,9 @@ class Batcher:
                     merged = {k: np.concatenate([r.inputs[k] for r in live]) for k in names}
                     outputs = await self._predict(merged)
                 parts = self._split(outputs, live, total)
+                if self._on_batch is not None:
+                    waits = [began - r.arrived for r in live]
+                    self._on_batch(total, time.monotonic() - began, waits)
             except Exception as exc:  # noqa: BLE001 - fails this batch only, never the loop
                 for r in live:  # the same exception: the dataplane translates it once
                     if not r.future.done():

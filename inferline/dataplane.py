@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from inferline._version import __version__
-from inferline.batching import Batcher
+from inferline.batching import Batcher, BatchObserver
 from inferline.errors import (
     DeadlineExceeded,
     InferlineError,
@@ -50,9 +50,17 @@ class ServedModel:
     inflight: int = 0
     #: Set once the version is retired and its last in-flight request has finished.
     drained: asyncio.Event | None = None
+    #: Told about unbatched model calls (batched ones report through the batcher).
+    on_call: BatchObserver | None = None
 
     async def call(self, inputs: Inputs) -> Outputs:
-        run = self.batcher.submit(inputs) if self.batcher else self.model.infer(inputs)
+        run: Awaitable[Outputs]
+        if self.batcher is not None:
+            run = self.batcher.submit(inputs)
+        elif self.on_call is not None:
+            run = self._timed(inputs, self.on_call)
+        else:
+            run = self.model.infer(inputs)
         if self.timeout is None:
             return await run
         try:
@@ -61,6 +69,13 @@ class ServedModel:
             raise DeadlineExceeded(
                 f"model {self.model.name!r} did not answer within {self.timeout * 1000:g} ms"
             ) from exc
+
+    async def _timed(self, inputs: Inputs, on_call: BatchObserver) -> Outputs:
+        began = time.perf_counter()
+        outputs = await self.model.infer(inputs)
+        rows = next(iter(inputs.values())).shape[0] if inputs else 0
+        on_call(int(rows), time.perf_counter() - began, [0.0])
+        return outputs
 
 
 class DataPlane:
@@ -76,6 +91,8 @@ class DataPlane:
         self._started = False
         #: Told about every request after it is answered (metrics, logs, drift, ...).
         self.observers: list[Observer] = []
+        #: Told about every model call: (model, version, rows, compute s, queue waits).
+        self.batch_observer: Callable[[str, str, int, float, list[float]], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self, *, scan: bool = True) -> None:
@@ -109,13 +126,22 @@ class DataPlane:
     async def add(self, model: Model) -> None:
         """Start serving a loaded model version (its batcher starts here, in the loop)."""
         batching = model.settings.batching
+        on_call = None
+        if self.batch_observer is not None:
+            observer, name, version = self.batch_observer, model.name, model.version
+
+            def on_call(rows: int, compute: float, waits: list[float]) -> None:
+                observer(name, version, rows, compute, waits)
+
         batcher = None
         if batching.max_batch_size > 0:
-            batcher = Batcher(model.infer, batching, name=f"{model.name}:{model.version}")
+            batcher = Batcher(
+                model.infer, batching, name=f"{model.name}:{model.version}", on_batch=on_call
+            )
             await batcher.start()
         timeout = model.settings.timeout_ms / 1000 if model.settings.timeout_ms else None
         self._models.setdefault(model.name, {})[model.version] = ServedModel(
-            model, batcher, timeout
+            model, batcher, timeout, on_call=on_call
         )
         self._default[model.name] = max(self._models[model.name], key=version_key)
 
@@ -144,6 +170,22 @@ class DataPlane:
             await served.batcher.stop()
         if self._executor is not None:
             await served.model.release(self._executor)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Loaded versions, in-flight requests and queue depths, for sampled gauges."""
+        return {
+            "models_loaded": sum(len(v) for v in self._models.values()),
+            "inflight": {
+                name: sum(s.inflight for s in versions.values())
+                for name, versions in self._models.items()
+            },
+            "queue_depth": {
+                (name, version): served.batcher.queue_depth
+                for name, versions in self._models.items()
+                for version, served in versions.items()
+                if served.batcher is not None
+            },
+        }
 
     # -- health and metadata ---------------------------------------------------------
     def live(self) -> bool:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import socket
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,6 +22,9 @@ from starlette.applications import Starlette
 
 from inferline.dataplane import DataPlane
 from inferline.lifecycle import RegistrySync
+from inferline.monitoring.logs import configure_logging
+from inferline.monitoring.metrics import MULTIPROC_ENV
+from inferline.monitoring.telemetry import Telemetry
 from inferline.protocols import v2_grpc
 from inferline.protocols.rest_app import build_app
 from inferline.registry.store import Registry
@@ -37,6 +42,8 @@ def build_server_app(settings: Settings, dataplane: DataPlane | None = None) -> 
     registry says and follows its changes.
     """
     plane = dataplane or DataPlane(settings)
+    telemetry = Telemetry(settings)
+    telemetry.attach(plane)
     sync = None
     if settings.model_dir is None:
         registry = Registry(settings.registry_database, settings.artifact_root)
@@ -45,6 +52,7 @@ def build_server_app(settings: Settings, dataplane: DataPlane | None = None) -> 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await plane.start(scan=sync is None)
+        await telemetry.start()
         if sync is not None:
             await sync.start()
         grpc_server = None
@@ -62,10 +70,11 @@ def build_server_app(settings: Settings, dataplane: DataPlane | None = None) -> 
             if sync is not None:
                 await sync.stop()
             await plane.stop()
+            await telemetry.stop()
             if sync is not None:
                 sync.registry.close()
 
-    return build_app(plane, lifespan=lifespan, sync=sync)
+    return build_app(plane, lifespan=lifespan, sync=sync, metrics=telemetry.metrics)
 
 
 def _http_socket(settings: Settings) -> socket.socket:
@@ -111,10 +120,7 @@ def _worker(settings_json: str) -> None:
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
 
 
 def run(settings: Settings) -> None:
@@ -128,6 +134,10 @@ def start_workers(settings: Settings) -> list[multiprocessing.process.BaseProces
     _configure_logging(settings)
     if settings.http_port == 0 or settings.grpc_port == 0:
         raise ValueError("--workers > 1 needs fixed ports (not 0)")
+    if settings.metrics:
+        # Each worker writes its metrics here; a scrape of any worker merges them all.
+        folder = tempfile.mkdtemp(prefix="inferline-metrics-")
+        os.environ[MULTIPROC_ENV] = folder
     context = multiprocessing.get_context("spawn")
     payload = settings.model_dump_json()
     workers: list[multiprocessing.process.BaseProcess] = [

@@ -1,0 +1,234 @@
+"""Payload logging: requests and responses (errors too), recorded off the request path.
+
+``observe`` costs a sampling draw and a ``put_nowait`` on a bounded queue (about a
+microsecond); when the queue is full the record is dropped and counted, never
+waited for. An owned task drains the queue in batches: records are serialised
+in a thread and written to a sink (rotating JSON-lines files, a Redis Stream or
+a PostgreSQL table). ``stop()`` writes what is still queued before returning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+
+from inferline.monitoring.records import InferenceRecord
+from inferline.settings import PayloadLogSettings
+
+__all__ = ["FileSink", "PayloadLogger", "PostgresSink", "RedisSink", "Sink", "encode_record"]
+
+logger = logging.getLogger(__name__)
+
+BATCH = 256
+REDACTED = "[redacted]"
+
+#: Per model and version: its payload-log settings (sampling, redaction).
+ConfigFor = Callable[[str, str], PayloadLogSettings]
+
+
+class Sink(Protocol):
+    async def write(self, lines: list[bytes]) -> None: ...
+    async def close(self) -> None: ...
+
+
+def _plain(array: np.ndarray[Any, Any]) -> Any:
+    if array.dtype.kind in "OSU":
+        return [
+            v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in array.ravel()
+        ]
+    return array
+
+
+def encode_record(record: InferenceRecord, redact: frozenset[str]) -> bytes:
+    """One JSON line; redacted inputs and outputs keep their name, not their values."""
+
+    def tensors(values: Any) -> Any:
+        if values is None:
+            return None
+        return {k: REDACTED if k in redact else _plain(v) for k, v in values.items()}
+
+    doc = {
+        "request_id": record.request_id,
+        "model": record.model,
+        "version": record.version,
+        "protocol": record.protocol,
+        "timestamp": datetime.fromtimestamp(record.started, UTC).isoformat(),
+        "latency_ms": round(record.latency * 1000, 3),
+        "status": record.status,
+        "inputs": tensors(record.inputs),
+        "outputs": tensors(record.outputs),
+        "error": record.error,
+    }
+    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+class PayloadLogger:
+    """An observer that queues sampled records for an owned writer task."""
+
+    def __init__(self, sink: Sink, config_for: ConfigFor, queue_size: int) -> None:
+        self.sink = sink
+        self._config_for = config_for
+        self._queue_size = queue_size
+        self._queue: asyncio.Queue[tuple[InferenceRecord, frozenset[str]]] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._configs: dict[tuple[str, str], PayloadLogSettings] = {}
+        self.dropped = 0
+        self.written = 0
+        self.on_drop: Callable[[], None] | None = None
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue(self._queue_size)
+        self._task = asyncio.create_task(self._drain(), name="inferline-payload-log")
+        self._task.add_done_callback(_log_crash)
+
+    async def stop(self) -> None:
+        """Write everything queued, then close the sink."""
+        if self._task is not None and self._queue is not None:
+            await self._queue.join()
+            self._task.cancel()
+            await asyncio.wait([self._task])
+            self._task = None
+        await self.sink.close()
+
+    def observe(self, record: InferenceRecord) -> None:
+        if self._queue is None:
+            return
+        key = (record.model, record.version)
+        config = self._configs.get(key)
+        if config is None:
+            config = self._configs[key] = self._config_for(*key)
+        if config.sample_rate < 1.0 and random.random() >= config.sample_rate:
+            return
+        try:
+            self._queue.put_nowait((record, frozenset(config.redact)))
+        except asyncio.QueueFull:
+            self.dropped += 1
+            if self.on_drop is not None:
+                self.on_drop()
+
+    async def _drain(self) -> None:
+        queue = self._queue
+        if queue is None:  # pragma: no cover - start() sets it before the task runs
+            return
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < BATCH and not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                lines = await asyncio.to_thread(_encode_all, batch)
+                await self.sink.write(lines)
+                self.written += len(lines)
+            except Exception:  # a broken sink loses this batch, never the server
+                logger.exception("payload log: %d records could not be written", len(batch))
+                self.dropped += len(batch)
+            finally:
+                for _ in batch:
+                    queue.task_done()
+
+
+def _encode_all(batch: list[tuple[InferenceRecord, frozenset[str]]]) -> list[bytes]:
+    return [encode_record(record, redact) for record, redact in batch]
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("payload log writer stopped", exc_info=task.exception())
+
+
+class FileSink:
+    """JSON lines in ``<folder>/payloads.jsonl``, rotated at ``max_bytes`` keeping ``backups``."""
+
+    def __init__(self, folder: Path, max_bytes: int, backups: int) -> None:
+        self.path = folder / "payloads.jsonl"
+        self.max_bytes = max_bytes
+        self.backups = backups
+
+    async def write(self, lines: list[bytes]) -> None:
+        await asyncio.to_thread(self._write, lines)
+
+    def _write(self, lines: list[bytes]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and self.path.stat().st_size >= self.max_bytes:
+            self._rotate()
+        with self.path.open("ab") as handle:
+            handle.write(b"\n".join(lines) + b"\n")
+
+    def _rotate(self) -> None:
+        for index in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{index}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
+        self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisSink:
+    """``XADD`` to a stream (field ``record``), trimmed to about ``maxlen`` entries."""
+
+    def __init__(
+        self, url: str, stream: str = "inferline:payloads", maxlen: int = 1_000_000
+    ) -> None:
+        self.url, self.stream, self.maxlen = url, stream, maxlen
+        self._client: Any = None
+
+    async def write(self, lines: list[bytes]) -> None:
+        if self._client is None:
+            from redis import asyncio as redis_asyncio
+
+            self._client = redis_asyncio.from_url(self.url)
+        pipe = self._client.pipeline(transaction=False)
+        for line in lines:
+            pipe.xadd(self.stream, {"record": line}, maxlen=self.maxlen, approximate=True)
+        await pipe.execute()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class PostgresSink:
+    """Rows in a table (``record`` as JSONB), created when missing."""
+
+    def __init__(self, url: str, table: str = "inferline_payloads") -> None:
+        if not table.replace("_", "").isalnum():
+            raise ValueError(f"invalid table name {table!r}")
+        self.url = url.replace("postgresql+psycopg://", "postgresql://")
+        self.table = table
+        self._conn: Any = None
+
+    async def write(self, lines: list[bytes]) -> None:
+        import psycopg
+
+        if self._conn is None:
+            self._conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+            await self._conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.table} ("
+                "id BIGSERIAL PRIMARY KEY, logged_at TIMESTAMPTZ NOT NULL DEFAULT now(), "
+                "request_id TEXT, model TEXT, version TEXT, record JSONB NOT NULL)"
+            )
+        rows = []
+        for line in lines:
+            doc = orjson.loads(line)
+            rows.append((doc["request_id"], doc["model"], doc["version"], line.decode()))
+        async with self._conn.cursor() as cursor:
+            await cursor.executemany(
+                f"INSERT INTO {self.table} (request_id, model, version, record) "
+                "VALUES (%s, %s, %s, %s::jsonb)",
+                rows,
+            )
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None

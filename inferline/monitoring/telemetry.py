@@ -1,0 +1,107 @@
+"""The observers a server runs, built from settings: metrics, request log, payload log."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from inferline.errors import InferlineError
+from inferline.monitoring.logs import RequestLog
+from inferline.monitoring.metrics import Metrics
+from inferline.monitoring.payloads import FileSink, PayloadLogger, PostgresSink, RedisSink, Sink
+from inferline.monitoring.records import Observer
+from inferline.settings import PayloadLogSettings, Settings
+
+__all__ = ["Telemetry"]
+
+
+class _Plane(Protocol):
+    """What telemetry needs of the data plane (which sits above this layer)."""
+
+    observers: list[Observer]
+    batch_observer: Callable[[str, str, int, float, list[float]], None] | None
+
+    def resolve(self, name: str, version: str | None) -> Any: ...
+    def snapshot(self) -> dict[str, Any]: ...
+
+
+class Telemetry:
+    """Builds the observers once (no I/O) and owns their background tasks."""
+
+    def __init__(self, settings: Settings) -> None:
+        from prometheus_client import CollectorRegistry, Counter
+
+        self.settings = settings
+        self.metrics = Metrics(CollectorRegistry()) if settings.metrics else None
+        self.request_log = (
+            RequestLog(settings.request_log) if settings.request_log != "off" else None
+        )
+        self.payloads: PayloadLogger | None = None
+        self._refresher: asyncio.Task[None] | None = None
+        if settings.payload_log != "off":
+            self.payloads = PayloadLogger(
+                _sink(settings), self._payload_config, settings.payload_log_queue
+            )
+            if self.metrics is not None:
+                dropped = Counter(
+                    "inferline_payload_records_dropped",
+                    "Payload records dropped because the log queue was full or the sink failed.",
+                    registry=self.metrics.registry,
+                )
+                self.payloads.on_drop = dropped.inc
+        self._plane: _Plane | None = None
+
+    def attach(self, plane: _Plane) -> None:
+        self._plane = plane
+        if self.metrics is not None:
+            plane.observers.append(self.metrics)
+            plane.batch_observer = self.metrics.observe_batch
+        if self.request_log is not None:
+            plane.observers.append(self.request_log)
+        if self.payloads is not None:
+            plane.observers.append(self.payloads)
+
+    async def start(self) -> None:
+        if self.payloads is not None:
+            await self.payloads.start()
+        if self.metrics is not None and self._plane is not None:
+            self._refresher = asyncio.create_task(
+                self.metrics.run_refresher(
+                    self._plane.snapshot, self.settings.metrics_refresh_seconds
+                ),
+                name="inferline-metrics-refresher",
+            )
+
+    async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+        if self.payloads is not None:
+            await self.payloads.stop()
+
+    def _payload_config(self, model: str, version: str) -> PayloadLogSettings:
+        if self._plane is None:
+            return PayloadLogSettings()
+        try:
+            config: PayloadLogSettings = self._plane.resolve(
+                model, version
+            ).model.settings.payload_log
+        except InferlineError:  # a version unloaded since: record it with the defaults
+            return PayloadLogSettings()
+        return config
+
+
+def _sink(settings: Settings) -> Sink:
+    kind = settings.payload_log
+    if kind == "file":
+        folder = settings.payload_log_dir or settings.home / "payloads"
+        return FileSink(folder, settings.payload_log_max_bytes, settings.payload_log_backups)
+    if not settings.payload_log_url:
+        raise ValueError(f"payload_log={kind} needs payload_log_url")
+    if kind == "redis":
+        return RedisSink(settings.payload_log_url)
+    return PostgresSink(settings.payload_log_url)
