@@ -138,6 +138,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1, help="rows per request")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="server setting, e.g. INFERLINE_REQUEST_LOG=off (repeatable)",
+    )
     args = parser.parse_args()
 
     wrk = ensure_wrk()
@@ -166,7 +173,10 @@ def main() -> None:
     ]
     if args.workers > 1:
         command = command[3:]  # several workers share both cores
-    process = subprocess.Popen(command, cwd=ROOT)
+    env = dict(os.environ)
+    env.update(item.split("=", 1) for item in args.server_env)
+    env.setdefault("INFERLINE_HOME", str(work / "home"))
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     try:
         wait_ready(base, process)
         url = f"{base}/v2/models/demo/infer"
@@ -177,7 +187,7 @@ def main() -> None:
             results.append(run_wrk(wrk, url, request_body(rows), connections, args.duration, work))
         print(
             f"\ninferline, demo ONNX forest, {args.rows} row(s)/request, "
-            f"{args.workers} worker(s), wrk {args.duration}s"
+            f"{args.workers} worker(s), wrk {args.duration}s {' '.join(args.server_env)}"
         )
         print(f"{'connections':>11} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
         for r in results:

@@ -16,6 +16,7 @@ from typing import Any
 
 from inferline._version import __version__
 from inferline.batching import Batcher, BatchObserver
+from inferline.cache import LocalCache, PredictionCache, RedisCache, cache_key, signature_hash
 from inferline.errors import (
     DeadlineExceeded,
     InferlineError,
@@ -52,6 +53,9 @@ class ServedModel:
     drained: asyncio.Event | None = None
     #: Told about unbatched model calls (batched ones report through the batcher).
     on_call: BatchObserver | None = None
+    cache: PredictionCache | None = None
+    #: Hash of the signature: part of every cache key, so a changed signature never hits.
+    signature: bytes = b""
 
     async def call(self, inputs: Inputs) -> Outputs:
         run: Awaitable[Outputs]
@@ -93,6 +97,8 @@ class DataPlane:
         self.observers: list[Observer] = []
         #: Told about every model call: (model, version, rows, compute s, queue waits).
         self.batch_observer: Callable[[str, str, int, float, list[float]], None] | None = None
+        #: Told when an in-process prediction cache evicts an entry: (model, version).
+        self.on_cache_evict: Callable[[str, str], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self, *, scan: bool = True) -> None:
@@ -140,10 +146,27 @@ class DataPlane:
             )
             await batcher.start()
         timeout = model.settings.timeout_ms / 1000 if model.settings.timeout_ms else None
-        self._models.setdefault(model.name, {})[model.version] = ServedModel(
-            model, batcher, timeout, on_call=on_call
-        )
+        served = ServedModel(model, batcher, timeout, on_call=on_call)
+        if model.settings.cache.enabled:
+            served.cache = self._new_cache(model)
+            served.signature = signature_hash(
+                [[s.model_dump() for s in model.inputs], [s.model_dump() for s in model.outputs]]
+            )
+        self._models.setdefault(model.name, {})[model.version] = served
         self._default[model.name] = max(self._models[model.name], key=version_key)
+
+    def _new_cache(self, model: Model) -> PredictionCache:
+        config = model.settings.cache
+        if self.settings.cache_url:
+            return RedisCache(self.settings.cache_url, config.ttl_seconds)
+        on_evict = None
+        if self.on_cache_evict is not None:
+            report, name, version = self.on_cache_evict, model.name, model.version
+
+            def on_evict() -> None:
+                report(name, version)
+
+        return LocalCache(config.max_bytes, config.ttl_seconds, on_evict)
 
     def set_aliases(self, name: str, aliases: dict[str, str]) -> None:
         """Point a model's aliases at loaded versions, all at once (one assignment)."""
@@ -168,6 +191,8 @@ class DataPlane:
                 logger.warning("%s version %s: unloading with requests in flight", name, version)
         if served.batcher is not None:
             await served.batcher.stop()
+        if served.cache is not None:
+            await served.cache.close()
         if self._executor is not None:
             await served.model.release(self._executor)
 
@@ -260,7 +285,7 @@ class DataPlane:
         served: ServedModel | None = None
         try:
             served = self.resolve(name, version)
-            response = await self._infer(served, name, request)
+            response, cache_state = await self._infer(served, name, request)
         except Exception as exc:
             if self.observers:
                 status = exc.http_status if isinstance(exc, InferlineError) else 500
@@ -292,6 +317,7 @@ class DataPlane:
                     200,
                     {t.name: t.data for t in request.inputs},
                     {t.name: t.data for t in response.outputs},
+                    cache=cache_state,
                 )
             )
         return response
@@ -303,13 +329,25 @@ class DataPlane:
             except Exception:  # an observer must never fail a request
                 logger.exception("observer %r failed", observer)
 
-    async def _infer(self, served: ServedModel, name: str, request: InferRequest) -> InferResponse:
+    async def _infer(
+        self, served: ServedModel, name: str, request: InferRequest
+    ) -> tuple[InferResponse, str | None]:
         model = served.model
         if not model.ready:
             raise ModelNotReady(f"model {name!r} version {model.version} is not ready")
         check_limits(request.inputs, self.settings.max_tensors, self.settings.max_elements)
         inputs = check_inputs(name, request.inputs, model.inputs)
         wanted = _requested_names(request, model.outputs)
+        cache, key, cache_state = served.cache, b"", None
+        if cache is not None and request.parameters.get("cache", True) is not False:
+            key = cache_key(name, model.version, served.signature, inputs)
+            hit = await cache.get(key)
+            if hit is not None:
+                response = InferResponse(
+                    name, model.version, _select_outputs(hit, wanted), request.id
+                )
+                return response, "hit"
+            cache_state = "miss"
         served.inflight += 1
         try:
             outputs = await served.call(inputs)
@@ -324,12 +362,15 @@ class DataPlane:
             served.inflight -= 1
             if served.drained is not None and not served.inflight:
                 served.drained.set()
-        return InferResponse(
+        if cache_state == "miss" and cache is not None:
+            await cache.put(key, outputs)
+        response = InferResponse(
             model_name=name,
             model_version=model.version,
             outputs=_select_outputs(outputs, wanted),
             id=request.id,
         )
+        return response, cache_state
 
 
 def _requested_names(request: InferRequest, declared: list[TensorSpec]) -> list[str] | None:

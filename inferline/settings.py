@@ -23,6 +23,7 @@ __all__ = [
     "MODEL_SETTINGS_FILE",
     "AlertRule",
     "BatchingSettings",
+    "CacheSettings",
     "DriftSettings",
     "ModelMonitoring",
     "ModelSettings",
@@ -227,6 +228,19 @@ class PayloadLogSettings(BaseModel):
     """Input or output names whose values are replaced by "[redacted]"."""
 
 
+class CacheSettings(BaseModel):
+    """The prediction cache for one model: identical inputs answered without the model."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    enabled: bool = False
+    """Cache this model's successful answers (requests opt out with parameter cache=false)."""
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    """In-process cache size in bytes of cached outputs (least recently used go first)."""
+    ttl_seconds: float = Field(default=300.0, gt=0)
+    """How long an answer stays cached."""
+
+
 class ModelSettings(BaseModel):
     """A model's ``model-settings.yaml``: how to load it and what it accepts."""
 
@@ -248,6 +262,8 @@ class ModelSettings(BaseModel):
     on zeros shows a median call under 100 us, else threads)."""
     payload_log: PayloadLogSettings = Field(default_factory=PayloadLogSettings)
     """Sampling and redaction for the payload log (when the server has one)."""
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    """Prediction cache (off by default)."""
     warmup_requests: int = Field(default=3, ge=0)
     """Inferences on zero-filled inputs before a new version takes traffic; 0 skips."""
     timeout_ms: float | None = Field(default=None, gt=0)
@@ -350,6 +366,8 @@ class Settings(BaseSettings):
     """JSON lines (for log shippers) or plain console text."""
     request_log: Literal["debug", "info", "off"] = "info"
     """Level of the one-line-per-request log (request id, model, version, status, latency)."""
+    cache_url: str | None = None
+    """``redis://…`` to keep prediction caches in Redis (shared by workers and replicas)."""
     metrics: bool = True
     """Serve Prometheus metrics at ``/metrics``."""
     metrics_refresh_seconds: float = Field(default=1.0, gt=0)

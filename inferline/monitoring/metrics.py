@@ -97,6 +97,10 @@ class Metrics:
             ["model", "version"],
             registry=registry,
         )
+        self.cache_evictions = Counter(
+            "inferline_cache_evictions", "Prediction cache entries evicted for room.",
+            ["model", "version"], registry=registry,
+        )  # fmt: skip
         self.cache_misses = Counter(
             "inferline_cache_misses", "Prediction cache misses.", ["model", "version"],
             registry=registry,
@@ -136,6 +140,12 @@ class Metrics:
             self._request_children[key] = children
         children[0].inc()
         children[1].observe(record.latency)
+        if record.cache is not None:
+            family = self.cache_hits if record.cache == "hit" else self.cache_misses
+            family.labels(record.model, record.version).inc()
+
+    def cache_evicted(self, model: str, version: str) -> None:
+        self.cache_evictions.labels(model, version).inc()
 
     def observe_batch(
         self, model: str, version: str, rows: int, compute: float, waits: list[float]

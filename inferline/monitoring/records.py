@@ -35,6 +35,8 @@ class InferenceRecord:
     inputs: Mapping[str, np.ndarray[Any, Any]]
     outputs: Mapping[str, np.ndarray[Any, Any]] | None = None
     error: str | None = None
+    #: "hit" or "miss" when the model's prediction cache was consulted, else None.
+    cache: str | None = None
 
 
 class Observer(Protocol):

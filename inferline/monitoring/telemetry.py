@@ -22,6 +22,7 @@ class _Plane(Protocol):
 
     observers: list[Observer]
     batch_observer: Callable[[str, str, int, float, list[float]], None] | None
+    on_cache_evict: Callable[[str, str], None] | None
 
     def resolve(self, name: str, version: str | None) -> Any: ...
     def snapshot(self) -> dict[str, Any]: ...
@@ -58,6 +59,7 @@ class Telemetry:
         if self.metrics is not None:
             plane.observers.append(self.metrics)
             plane.batch_observer = self.metrics.observe_batch
+            plane.on_cache_evict = self.metrics.cache_evicted
         if self.request_log is not None:
             plane.observers.append(self.request_log)
         if self.payloads is not None:

@@ -86,6 +86,8 @@ def routes(dataplane: DataPlane) -> list[Route]:
             json_length = int(header_length)
         body = await read_body(request, limit)
         infer_request = decode_request(body, json_length)
+        if "no-cache" in request.headers.get("cache-control", ""):
+            infer_request.parameters["cache"] = False
         request_id = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
         response = await dataplane.infer(
             name, version, infer_request, protocol="rest", request_id=request_id
