@@ -238,3 +238,13 @@ def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{tmp_path / 'registry.db'}"
     else:
         yield request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(scope="session")
+def tabular_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Mixed-type table models, MLflow-saved (churn, scorer, scaled, matrix) and skops (frame)."""
+    from tests.tabular_models import write_tabular_models
+
+    root = tmp_path_factory.mktemp("tabular")
+    write_tabular_models(root)
+    return root

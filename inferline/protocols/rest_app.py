@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -10,11 +11,14 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from inferline.dataplane import DataPlane
 from inferline.errors import BadRequest, InferlineError, MethodNotAllowed, RouteNotFound
 from inferline.lifecycle import RegistrySync
-from inferline.protocols import management, v2_rest
+from inferline.monitoring.metrics import Metrics
+from inferline.monitoring.monitor import Monitor
+from inferline.protocols import management, mlflow, monitoring_api, openapi, tfserving, v2_rest
 from inferline.protocols.status import (
     REQUEST_ID_HEADER,
     as_inferline_error,
@@ -28,14 +32,24 @@ Lifespan = Callable[[Starlette], AbstractAsyncContextManager[Any]]
 
 
 def build_app(
-    dataplane: DataPlane, lifespan: Lifespan | None = None, sync: RegistrySync | None = None
+    dataplane: DataPlane,
+    lifespan: Lifespan | None = None,
+    sync: RegistrySync | None = None,
+    metrics: Metrics | None = None,
+    monitor: Monitor | None = None,
 ) -> Starlette:
     """One Starlette app; ``lifespan`` starts what the server owns (data plane, gRPC).
 
-    ``sync`` (registry mode) enables the management API's registry routes.
+    ``sync`` (registry mode) enables the management API's registry routes;
+    ``metrics`` the Prometheus ``/metrics`` route; ``monitor`` feedback, quality and drift.
     """
     app = Starlette(
-        routes=v2_rest.routes(dataplane),
+        routes=[
+            *v2_rest.routes(dataplane),
+            *mlflow.routes(dataplane),
+            *tfserving.routes(dataplane),
+            *openapi.routes(),
+        ],
         exception_handlers={
             InferlineError: _error_response,
             HTTPException: _http_error,
@@ -44,7 +58,19 @@ def build_app(
         lifespan=lifespan,
     )
     app.router.routes.extend(management.routes(dataplane, sync))
+    if monitor is not None:
+        app.router.routes.extend(monitoring_api.routes(dataplane, monitor))
+    if metrics is not None:
+        app.router.routes.append(Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]))
     return app
+
+
+def _metrics_endpoint(metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:
+    async def scrape(_: Request) -> Response:
+        body = await asyncio.to_thread(metrics.exposition)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return scrape
 
 
 async def _error_response(request: Request, exc: Exception) -> Response:

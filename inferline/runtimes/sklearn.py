@@ -13,7 +13,8 @@ import skops.io as sio
 
 from inferline.errors import ModelLoadError
 from inferline.runtimes._signature import batch_spec, check_declared, single_input
-from inferline.runtimes.base import Inputs, Model, Outputs
+from inferline.runtimes._tabular import column_specs, frame, frame_of_matrix, require_pandas
+from inferline.runtimes.base import Inputs, Model, Outputs, sample_inputs
 from inferline.settings import TensorSpec
 
 __all__ = ["SklearnModel"]
@@ -26,9 +27,15 @@ _TRUSTED_PACKAGES = frozenset({"sklearn", "numpy", "scipy"})
 class SklearnModel(Model):
     """A fitted estimator with one input, ``input`` (FP64 ``[-1, n_features_in_]``).
 
+    An estimator fitted on a DataFrame (it has ``feature_names_in_``) takes one
+    1-D input per column instead, FP64 unless model-settings.yaml declares the
+    columns (say BYTES for string columns); the runtime rebuilds the DataFrame,
+    in fit order, for every batch. Declaring one 2-D input keeps the matrix form.
+
     Outputs are ``predict`` and, when the estimator has it, ``predict_proba``;
-    their datatypes and shapes come from one prediction on a row of zeros at
-    load, which also warms the model up. String class labels come out as BYTES.
+    their datatypes and shapes come from one prediction on a row of zeros (empty
+    strings for BYTES columns) at load, which also warms the model up. String
+    class labels come out as BYTES.
     """
 
     artifact_suffixes = (".skops", *_PICKLE_SUFFIXES)
@@ -40,20 +47,73 @@ class SklearnModel(Model):
                 f"model {self.name!r}: {self.artifact.name} holds a {type(estimator).__name__}, "
                 "which has no predict method"
             )
+        methods = [m for m in ("predict", "predict_proba") if hasattr(estimator, m)]
+        fitted_names = getattr(estimator, "feature_names_in_", None)
+        self._feature_names = None if fitted_names is None else [str(n) for n in fitted_names]
+        self._columns = self._table_columns()
+        if self._columns is not None:
+            self._load_table(estimator, methods, self._columns)
+            return
         self._input = single_input(self.name, self.inputs)
         n_features = getattr(estimator, "n_features_in_", None)
         if not self.inputs and n_features is not None:
             self.inputs = [TensorSpec(name="input", datatype="FP64", shape=[-1, int(n_features)])]
-        methods = [m for m in ("predict", "predict_proba") if hasattr(estimator, m)]
         if self.outputs:
             check_declared(self.name, "output", self.outputs, methods)
         elif n_features is not None:
-            self.outputs = _probe(estimator, methods, int(n_features))
+            row = self._features({self._input: np.zeros((1, int(n_features)))})
+            self.outputs = _probe(estimator, methods, row)
         else:
             raise ModelLoadError(
                 f"model {self.name!r}: the estimator does not record n_features_in_; "
                 "declare 'inputs' and 'outputs' in model-settings.yaml"
             )
+        self._bind_outputs(estimator)
+
+    def _table_columns(self) -> list[TensorSpec] | None:
+        """The column signature, in fit order, of a DataFrame-fitted estimator; else None."""
+        names = self._feature_names
+        if names is None or (len(self.inputs) == 1 and len(self.inputs[0].shape) == 2):
+            return None
+        if not self.inputs:
+            return column_specs(names)
+        check_declared(self.name, "input", self.inputs, names)
+        by_name = {spec.name: spec for spec in self.inputs}
+        missing = [n for n in names if n not in by_name]
+        not_1d = [spec.name for spec in self.inputs if len(spec.shape) != 1]
+        if missing or not_1d:
+            problem = f"missing: {', '.join(missing)}" if missing else f"not 1-D: {not_1d}"
+            raise ModelLoadError(
+                f"model {self.name!r} was fitted on a DataFrame with columns {', '.join(names)}; "
+                f"declare one input of shape [-1] per column ({problem})"
+            )
+        return [by_name[n] for n in names]
+
+    def _load_table(self, estimator: Any, methods: list[str], columns: list[TensorSpec]) -> None:
+        require_pandas("sklearn,pandas")
+        declared = bool(self.inputs)
+        self.inputs = list(self.inputs) if declared else columns
+        if self.outputs:
+            check_declared(self.name, "output", self.outputs, methods)
+        else:
+            try:
+                self.outputs = _probe(estimator, methods, frame(sample_inputs(columns), columns))
+            except Exception as exc:  # any failure: re-raised as a load error that says why
+                hint = (
+                    "declare 'outputs' in model-settings.yaml too"
+                    if declared
+                    else "if some columns hold strings, declare 'inputs' in model-settings.yaml: "
+                    "one input of shape [-1] per column, datatype BYTES for the string ones"
+                )
+                raise ModelLoadError(
+                    f"model {self.name!r} was fitted on a DataFrame with columns "
+                    f"{', '.join(spec.name for spec in columns)}; predicting one row of "
+                    f"{'declared' if declared else 'FP64'} zeros failed "
+                    f"({type(exc).__name__}: {exc}); {hint}"
+                ) from exc
+        self._bind_outputs(estimator)
+
+    def _bind_outputs(self, estimator: Any) -> None:
         names = {spec.name: spec for spec in self.outputs}
         self._estimator = estimator
         # Compute only what the signature names: predict_proba can cost as much as predict.
@@ -62,7 +122,7 @@ class SklearnModel(Model):
         self._bytes_labels = self._want_predict and names["predict"].datatype == "BYTES"
 
     def predict(self, inputs: Inputs) -> Outputs:
-        features = inputs[self._input]
+        features = self._features(inputs)
         outputs: dict[str, np.ndarray[Any, Any]] = {}
         if self._want_predict:
             labels = self._estimator.predict(features)
@@ -70,6 +130,16 @@ class SklearnModel(Model):
         if self._want_proba:
             outputs["predict_proba"] = self._estimator.predict_proba(features)
         return outputs
+
+    def _features(self, inputs: Inputs) -> Any:
+        if self._columns is not None:
+            return frame(inputs, self._columns)
+        matrix = inputs[self._input]
+        names = self._feature_names
+        if names is not None and matrix.ndim == 2 and matrix.shape[1] == len(names):
+            # Named as at fit time, so scikit-learn does not warn on every call.
+            return frame_of_matrix(matrix, names)
+        return matrix
 
     def unload(self) -> None:
         del self._estimator
@@ -103,9 +173,8 @@ def _read(path: Path, sha256: str | None) -> Any:
     )
 
 
-def _probe(estimator: Any, methods: list[str], n_features: int) -> list[TensorSpec]:
-    """Output specs read from one prediction on a row of zeros."""
-    row = np.zeros((1, n_features))
+def _probe(estimator: Any, methods: list[str], row: Any) -> list[TensorSpec]:
+    """Output specs read from one prediction on one row."""
     specs = []
     for method in methods:
         result = getattr(estimator, method)(row)
