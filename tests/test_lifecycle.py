@@ -314,3 +314,14 @@ def test_guess_runtime(tmp_path: Path) -> None:
     assert lifecycle.guess_runtime(tmp_path) == "mlflow"
     with pytest.raises(BadRequest, match="pass --runtime"):
         lifecycle.guess_runtime(Path("model.bin"))
+
+
+async def test_an_mlflow_folder_registers_and_serves(stack: Stack, tabular_dir: Path) -> None:
+    """A folder artifact is copied in whole, hashed by manifest and served by the mlflow runtime."""
+    record = await lifecycle.register(
+        stack.registry, "churn", tabular_dir / "churn" / "1", stack.executor, alias="production"
+    )
+    assert record.runtime == "mlflow" and record.artifact == "1"
+    await stack.sync.sync()
+    meta = (await stack.client.get("/v2/models/churn")).json()
+    assert meta["platform"] == "mlflow" and len(meta["inputs"]) > 1  # one input per column

@@ -50,16 +50,15 @@ async def register(
     """Check the artifact loads and answers, then add it as the next version."""
     check_name(name)
     actor = actor or default_actor()
-    source, exists, is_dir = await asyncio.to_thread(inspect_path, source)
+    source, exists = await asyncio.to_thread(inspect_path, source)
     if not exists:
         raise BadRequest(f"artifact {source} does not exist")
     runtime = runtime or guess_runtime(source)
     extra = dict(settings or {})
     candidate = model_settings(name, runtime, source.name, extra)
     try:
-        model = await load_checked(
-            candidate, "candidate", source if is_dir else source.parent, executor
-        )
+        # A file or a folder artifact (an MLflow model) is named inside its parent.
+        model = await load_checked(candidate, "candidate", source.parent, executor)
     except InferlineError as exc:
         await asyncio.to_thread(
             registry.record,

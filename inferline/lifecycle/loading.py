@@ -105,6 +105,6 @@ def signature_of(model: Model) -> dict[str, Any]:
     }
 
 
-def inspect_path(path: Path) -> tuple[Path, bool, bool]:
+def inspect_path(path: Path) -> tuple[Path, bool]:
     resolved = path.resolve()
-    return resolved, resolved.exists(), resolved.is_dir()
+    return resolved, resolved.exists()
