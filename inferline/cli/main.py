@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from inferline._version import __version__
+from inferline.cli.batch import batch as batch_command
 from inferline.cli.models import app as models_app
 
 app = typer.Typer(
@@ -111,6 +112,7 @@ def demo(
 
 
 app.add_typer(models_app, name="models")
+app.command(name="batch")(batch_command)
 
 
 @app.command()
