@@ -21,14 +21,17 @@ import uvicorn
 from starlette.applications import Starlette
 
 from inferline.dataplane import DataPlane
+from inferline.errors import ModelNotFound
 from inferline.lifecycle import RegistrySync
 from inferline.monitoring.logs import configure_logging
 from inferline.monitoring.metrics import MULTIPROC_ENV
+from inferline.monitoring.monitor import Monitor, folder_profiles, registry_profiles
+from inferline.monitoring.report import MonitorCollector
 from inferline.monitoring.telemetry import Telemetry
 from inferline.protocols import v2_grpc
 from inferline.protocols.rest_app import build_app
 from inferline.registry.store import Registry
-from inferline.settings import Settings
+from inferline.settings import ModelMonitoring, Settings
 
 __all__ = ["build_server_app", "run", "start_workers"]
 
@@ -48,6 +51,9 @@ def build_server_app(settings: Settings, dataplane: DataPlane | None = None) -> 
     if settings.model_dir is None:
         registry = Registry(settings.registry_database, settings.artifact_root)
         sync = RegistrySync(registry, plane, settings.registry_poll_seconds)
+    monitor = _monitor(settings, plane, sync)
+    if monitor is not None and telemetry.metrics is not None:
+        telemetry.metrics.add_collector(MonitorCollector(monitor))
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -55,6 +61,8 @@ def build_server_app(settings: Settings, dataplane: DataPlane | None = None) -> 
         await telemetry.start()
         if sync is not None:
             await sync.start()
+        if monitor is not None:
+            await monitor.start()
         grpc_server = None
         if settings.grpc_port is not None:
             grpc_server = grpc.aio.server(options=v2_grpc.server_options(settings))
@@ -67,6 +75,8 @@ def build_server_app(settings: Settings, dataplane: DataPlane | None = None) -> 
         finally:
             if grpc_server is not None:
                 await grpc_server.stop(grace=5)
+            if monitor is not None:
+                await monitor.stop()
             if sync is not None:
                 await sync.stop()
             await plane.stop()
@@ -74,7 +84,29 @@ def build_server_app(settings: Settings, dataplane: DataPlane | None = None) -> 
             if sync is not None:
                 sync.registry.close()
 
-    return build_app(plane, lifespan=lifespan, sync=sync, metrics=telemetry.metrics)
+    return build_app(
+        plane, lifespan=lifespan, sync=sync, metrics=telemetry.metrics, monitor=monitor
+    )
+
+
+def _monitor(settings: Settings, plane: DataPlane, sync: RegistrySync | None) -> Monitor | None:
+    """Drift, quality and alerts over every request; profiles from the registry or folder."""
+    if not settings.monitoring.enabled:
+        return None
+    if sync is not None:
+        profiles = registry_profiles(sync.registry)
+    else:
+        profiles = folder_profiles(settings.model_dir or settings.home)
+
+    def hint(model: str, version: str) -> ModelMonitoring | None:
+        try:
+            return plane.resolve(model, version).model.settings.monitoring
+        except ModelNotFound:
+            return None
+
+    monitor = Monitor(settings.monitoring, profiles, hint)
+    plane.observers.append(monitor)
+    return monitor
 
 
 def _http_socket(settings: Settings) -> socket.socket:

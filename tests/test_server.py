@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +140,11 @@ def test_errors_reach_the_client_with_their_codes(client) -> None:
 def test_two_workers_share_the_ports(model_dir: Path, tmp_path: Path) -> None:
     server = start_server(model_dir, tmp_path / "workers.log", "--workers", "2")
     try:
+        # Ready means one worker answers; wait (polled, not timed) until both have started.
+        for _ in range(300):
+            if (tmp_path / "workers.log").read_text().count("Application startup complete") == 2:
+                break
+            time.sleep(0.1)
         rows = np.random.default_rng(9).normal(size=(2, 20)).astype(np.float32)
         expected = onnx_reference(model_dir, rows)["label"]
         for lib, url in ((httpclient, server.http_url), (grpcclient, server.grpc_url)):

@@ -11,6 +11,7 @@ import typer
 from inferline._version import __version__
 from inferline.cli.batch import batch as batch_command
 from inferline.cli.models import app as models_app
+from inferline.cli.monitor import app as monitor_app
 
 app = typer.Typer(
     name="inferline",
@@ -112,6 +113,7 @@ def demo(
 
 
 app.add_typer(models_app, name="models")
+app.add_typer(monitor_app, name="monitor")
 app.command(name="batch")(batch_command)
 
 

@@ -1,0 +1,278 @@
+"""The Monitor: one observer that feeds drift, skew, quality, alerts and their gauges.
+
+``observe`` runs on the event loop for every answered request and only appends
+to bounded deques. Statistics run later: on demand for the API, and every
+``interval_seconds`` in the monitor's own task (in a thread), which refreshes
+the figures the Prometheus gauges read and evaluates the alert rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inferline.errors import BadRequest, NotFound
+from inferline.monitoring.alerts import AlertEngine, Reading, flatten, request_figures
+from inferline.monitoring.drift import compare
+from inferline.monitoring.quality import FeedbackJoin, Pending, QualityWindow, match_truth
+from inferline.monitoring.records import InferenceRecord
+from inferline.monitoring.skew import FirstRows, ServedRows, columns, skew_report
+from inferline.registry.store import Registry
+from inferline.settings import ModelMonitoring, MonitoringSettings
+
+__all__ = ["Monitor", "folder_profiles", "registry_profiles"]
+
+logger = logging.getLogger(__name__)
+
+#: Reference profile of a model version (may block: it runs in a thread); None if none.
+ProfileLookup = Callable[[str, str], dict[str, Any] | None]
+#: A version's ``monitoring`` model settings (cheap: it runs on the event loop).
+HintLookup = Callable[[str, str], ModelMonitoring | None]
+PROFILE_FILE = "reference-profile.json"
+
+
+@dataclass(slots=True)
+class _Version:
+    served: ServedRows
+    first: FirstRows
+    quality: QualityWindow
+    #: (arrival, latency seconds, answered 200)
+    requests: deque[tuple[float, float, bool]] = field(default_factory=deque)
+
+
+class Monitor:
+    """Observes every request; answers quality, drift and skew per model version."""
+
+    def __init__(
+        self,
+        settings: MonitoringSettings,
+        profile_for: ProfileLookup | None = None,
+        hint_for: HintLookup | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.profile_for = profile_for
+        self.hint_for = hint_for
+        self.clock = clock
+        self.join = FeedbackJoin(settings.quality.pending, settings.quality.pending_seconds, clock)
+        self.alerts = AlertEngine(settings.alerts)
+        #: Figures from the last refresh, per (model, version): what the gauges read.
+        self.latest: dict[tuple[str, str], dict[str, Any]] = {}
+        self._versions: dict[tuple[str, str], _Version] = {}
+        self._profiles: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self._skew_lock = threading.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Event | None = None
+
+    # -- the request path: look and enqueue ----------------------------------------------
+    def observe(self, record: InferenceRecord) -> None:
+        if not record.version:
+            return  # refused before a version was chosen: nothing to attribute
+        state = self._state(record.model, record.version)
+        ok = record.status == 200 and record.outputs is not None
+        state.requests.append((record.started, record.latency, ok))
+        if ok and record.outputs is not None:
+            state.served.add(record.started, record.inputs, record.outputs)
+            state.first.add(record.started, record.inputs, record.outputs)
+            pending = Pending(record.model, record.version, record.started, record.outputs)
+            self.join.remember(record.request_id, pending)
+
+    def _state(self, model: str, version: str) -> _Version:
+        state = self._versions.get((model, version))
+        if state is None:
+            drift, quality = self.settings.drift, self.settings.quality
+            state = _Version(
+                ServedRows(drift.window_rows),
+                FirstRows(drift.skew_rows),
+                QualityWindow(quality.window),
+                deque(maxlen=self.settings.request_window),
+            )
+            self._versions[(model, version)] = state
+        return state
+
+    # -- ground truth --------------------------------------------------------------------
+    def feedback(self, items: list[tuple[str, Any]]) -> dict[str, Any]:
+        """Join truths to answered requests: counts accepted, lists unknown and refused ids."""
+        accepted, unknown, rejected = 0, [], []
+        for request_id, truth in items:
+            pending = self.join.take(request_id)
+            if pending is None:
+                unknown.append(request_id)
+                continue
+            hint = self.hint_for(pending.model, pending.version) if self.hint_for else None
+            try:
+                reading, values = match_truth(pending, truth, hint)
+            except BadRequest as exc:
+                self.join.remember(request_id, pending)  # may be sent again, corrected
+                rejected.append({"request_id": request_id, "error": exc.message})
+                continue
+            self._state(pending.model, pending.version).quality.add(self.clock(), reading, values)
+            accepted += 1
+        return {"accepted": accepted, "unknown": unknown, "rejected": rejected}
+
+    # -- reports (call from a thread: they may take a while) ------------------------------
+    def versions(self, model: str) -> list[str]:
+        return sorted(v for m, v in list(self._versions) if m == model)
+
+    def quality_report(
+        self, model: str, version: str, since: float | None = None
+    ) -> dict[str, Any]:
+        state = self._versions.get((model, version))
+        report = state.quality.report(since) if state else {"pairs": 0, "metrics": {}}
+        return {"model": model, "version": version, **report}
+
+    def drift_report(self, model: str, version: str, since: float | None = None) -> dict[str, Any]:
+        state = self._versions.get((model, version))
+        profile = self.profile(model, version)
+        report: dict[str, Any] = {"model": model, "version": version, "reference": bool(profile)}
+        if state is None or profile is None:
+            report["status"] = "no reference profile" if profile is None else "no traffic yet"
+            return report
+        settings = self.settings.drift
+        names = list(profile.get("features", {}))
+        served, predicted = columns(state.served.snapshot(since), names, settings.window_rows)
+        rows = max((len(v) for v in [*served.values(), *predicted.values()]), default=0)
+        report["rows"] = rows
+        report["skew"] = self._skew(model, version, state, profile)
+        if rows < settings.min_rows:
+            report["status"] = f"waiting for rows: {rows} of {settings.min_rows}"
+            return report
+        inputs = compare(profile.get("features", {}), served, settings, profile.get("rows"))
+        outputs = compare(profile.get("predictions", {}), predicted, settings, profile.get("rows"))
+        report.update(
+            status="ok",
+            features=inputs["columns"],
+            drifted=inputs["drifted"],
+            share=inputs["share"],
+            dataset_drift=bool(inputs["columns"]) and inputs["share"] >= settings.drift_share,
+            predictions=outputs["columns"],
+            prediction_drifted=outputs["drifted"],
+            prediction_share=outputs["share"],
+        )
+        return report
+
+    def _skew(
+        self, model: str, version: str, state: _Version, profile: dict[str, Any]
+    ) -> dict[str, Any]:
+        first = state.first
+        with self._skew_lock:
+            if first.report is None and first.full:
+                first.report = skew_report(profile, first, self.settings.drift)
+                if first.report["skewed"]:
+                    logger.warning(
+                        "training/serving skew: %s version %s, first %d rows differ on %s",
+                        model,
+                        version,
+                        first.report["rows"],
+                        ", ".join(first.report["features"]),
+                    )
+        return first.report or {"status": f"waiting for rows: {first.rows} of {first.needed}"}
+
+    def profile(self, model: str, version: str) -> dict[str, Any] | None:
+        key = (model, version)
+        if key not in self._profiles:
+            self._profiles[key] = self.profile_for(model, version) if self.profile_for else None
+        return self._profiles[key]
+
+    def figures(self, model: str, version: str, since: float | None = None) -> dict[str, float]:
+        """Every figure an alert rule may name, flat (``quality.f1``, ``drift.share``, ...)."""
+        return flatten(
+            self.quality_report(model, version, since),
+            self.drift_report(model, version, since),
+            self._requests(model, version, since),
+        )
+
+    def _requests(self, model: str, version: str, since: float | None) -> dict[str, float]:
+        state = self._versions.get((model, version))
+        return request_figures(state.requests.copy() if state else [], self.clock(), since)
+
+    def refresh(self) -> list[Reading]:
+        """Recompute every version's figures (for the gauges) and the rules' readings."""
+        readings: list[Reading] = []
+        for model, version in list(self._versions):
+            quality = self.quality_report(model, version)
+            drift = self.drift_report(model, version)
+            self.latest[(model, version)] = {"quality": quality, "drift": drift}
+            flat: dict[float | None, dict[str, float]] = {
+                None: flatten(quality, drift, self._requests(model, version, None))
+            }
+            for rule in self.alerts.rules:
+                if rule.model not in (None, model) or rule.version not in (None, version):
+                    continue
+                window = rule.window_seconds
+                if window not in flat:
+                    flat[window] = self.figures(model, version, self.clock() - (window or 0))
+                value = flat[window].get(rule.metric)
+                if value is not None:
+                    readings.append((rule, model, version, value))
+        return readings
+
+    # -- the monitor's task ----------------------------------------------------------------
+    async def start(self) -> None:
+        await self.alerts.start()
+        self._stopping = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="inferline-monitor")
+
+    async def stop(self) -> None:
+        if self._task is not None and self._stopping is not None:
+            self._stopping.set()
+            await asyncio.wait([self._task])
+            self._task = None
+        await self.alerts.stop()
+
+    async def tick(self) -> list[dict[str, Any]]:
+        """One round: refresh figures in a thread, then fire what the rules say."""
+        return self.alerts.evaluate(await asyncio.to_thread(self.refresh))
+
+    async def _run(self) -> None:
+        if self._stopping is None:  # pragma: no cover - start() sets it
+            return
+        while True:
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.settings.interval_seconds)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self.tick()
+            except Exception:  # a bad round must not end monitoring; the next may succeed
+                logger.exception("monitoring round failed")
+
+
+def folder_profiles(model_dir: Path) -> ProfileLookup:
+    """Model-folder mode: ``<model_dir>/<model>/<version>/reference-profile.json``, if any."""
+
+    def lookup(model: str, version: str) -> dict[str, Any] | None:
+        path = model_dir / model / version / PROFILE_FILE
+        try:
+            profile = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            logger.warning("ignoring %s: %s", path, exc)
+            return None
+        return profile if isinstance(profile, dict) else None
+
+    return lookup
+
+
+def registry_profiles(registry: Registry) -> ProfileLookup:
+    """Registry mode: the profile stored with the version at registration, if any."""
+
+    def lookup(model: str, version: str) -> dict[str, Any] | None:
+        if not version.isdigit():
+            return None
+        try:
+            return registry.get(model, int(version)).profile
+        except NotFound:
+            return None  # deleted since it served
+
+    return lookup
