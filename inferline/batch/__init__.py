@@ -56,7 +56,7 @@ def score(
     beside the output) as JSON lines with their 0-based row number and the error.
     """
     server = settings or Settings()
-    folder = model_folder(model_dir, server)
+    folder, version = model_folder(model_dir, server, model, version)
     model_settings, resolved, version_dir = locate(model, version, folder)
     job = make_job(
         model,

@@ -245,7 +245,8 @@ def udf(
     from pyspark.sql.pandas.functions import pandas_udf
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    folder = str(model_folder(model_dir, Settings()).resolve())
+    path, version = model_folder(model_dir, Settings(), model, version)
+    folder = str(path.resolve())
     driver = host(folder, model, version)
     inputs, widths = driver.inputs, driver.output_widths()
     positional = _positional_names(inputs)
