@@ -118,8 +118,10 @@ class LocalCache:
 class RedisCache:
     """Entries in Redis with a TTL; any Redis failure is a miss, never an error."""
 
-    def __init__(self, url: str, ttl: float, prefix: str = "inferline:cache:") -> None:
-        self.url, self.ttl, self.prefix = url, ttl, prefix
+    def __init__(
+        self, url: str, ttl: float, prefix: str = "inferline:cache:", timeout: float = 1.0
+    ) -> None:
+        self.url, self.ttl, self.prefix, self.timeout = url, ttl, prefix, timeout
         self._client: Any = None
         self.errors = 0
 
@@ -128,7 +130,7 @@ class RedisCache:
             from redis import asyncio as redis_asyncio
 
             self._client = redis_asyncio.from_url(
-                self.url, socket_timeout=0.25, socket_connect_timeout=0.25
+                self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
             )
         return self._client
 

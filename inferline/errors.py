@@ -14,6 +14,7 @@ turns an error into a response; nothing else does.
     ├── Conflict                  409  FAILED_PRECONDITION
     ├── PayloadTooLarge           413  RESOURCE_EXHAUSTED
     ├── Unprocessable             422  INVALID_ARGUMENT
+    │   └── ConversionRefused     422  INVALID_ARGUMENT   optimize: unsupported, or outputs changed
     ├── TooManyRequests           429  RESOURCE_EXHAUSTED
     ├── Unavailable               503  UNAVAILABLE
     │   ├── ModelNotReady
@@ -28,6 +29,7 @@ from __future__ import annotations
 __all__ = [
     "BadRequest",
     "Conflict",
+    "ConversionRefused",
     "DeadlineExceeded",
     "InferlineError",
     "InternalError",
@@ -101,6 +103,11 @@ class PayloadTooLarge(InferlineError):
 class Unprocessable(InferlineError):
     http_status = 422
     grpc_code = "INVALID_ARGUMENT"
+
+
+class ConversionRefused(Unprocessable):
+    """``inferline optimize`` built nothing it would register: the conversion is not
+    supported, or the result answers differently from its source beyond the tolerance."""
 
 
 class TooManyRequests(InferlineError):

@@ -153,7 +153,9 @@ async def test_redis_cache_is_shared_between_servers(tmp_path: Path) -> None:
     ]
     for plane in planes:
         await plane.start()
-    x = np.random.default_rng().normal(size=(1, 2)).round(6).tolist()  # fresh key each run
+    x = (
+        np.abs(np.random.default_rng().normal(size=(1, 2))).round(6).tolist()
+    )  # fresh key each run; negative fails on purpose
     try:
         answers = []
         for plane in planes:
@@ -164,11 +166,13 @@ async def test_redis_cache_is_shared_between_servers(tmp_path: Path) -> None:
         assert answers[0] == answers[1]
         assert len(calls(planes[0], "1")) == 1 and len(calls(planes[1], "1")) == 0
     finally:
+        served = planes[0].resolve("cached", "1")
+        key = cache_key("cached", "1", served.signature, {"x": np.array(x, dtype=np.float64)})
         for plane in planes:
             await plane.stop()
         client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-        for key in client.scan_iter("inferline:cache:*"):
-            client.delete(key)
+        # Only this test's entry: other runs may share the Redis server.
+        assert client.delete(b"inferline:cache:" + key) == 1
         client.close()
 
 

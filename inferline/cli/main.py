@@ -12,6 +12,7 @@ from inferline._version import __version__
 from inferline.cli.batch import batch as batch_command
 from inferline.cli.models import app as models_app
 from inferline.cli.monitor import app as monitor_app
+from inferline.cli.optimize import optimize as optimize_command
 
 app = typer.Typer(
     name="inferline",
@@ -115,6 +116,7 @@ def demo(
 app.add_typer(models_app, name="models")
 app.add_typer(monitor_app, name="monitor")
 app.command(name="batch")(batch_command)
+app.command(name="optimize")(optimize_command)
 
 
 @app.command()
