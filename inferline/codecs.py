@@ -24,10 +24,22 @@ __all__ = [
     "decode_request",
     "encode_bytes_raw",
     "encode_response",
+    "json_object",
 ]
 
 _LENGTH = struct.Struct("<I")
 _JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def json_object(raw: bytes | str, what: str = "the body") -> dict[str, Any]:
+    """Parse JSON that must be an object; anything else is a 400 saying what was wrong."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON in {what}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise BadRequest(f"{what} must be a JSON object, not a {type(doc).__name__}")
+    return doc
 
 
 def checked_shape(name: str, shape: Any) -> tuple[list[int], int]:
@@ -50,12 +62,7 @@ def decode_request(body: bytes, json_length: int | None = None) -> InferRequest:
         header, binary = body[:json_length], memoryview(body)[json_length:]
     else:
         header, binary = body, memoryview(b"")
-    try:
-        doc = orjson.loads(header)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise BadRequest("request body must be a JSON object")
+    doc = json_object(header)
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise BadRequest("request needs a non-empty 'inputs' list")

@@ -50,7 +50,9 @@ def batch(
     spark_master: Annotated[
         str | None, typer.Option(help="Spark master URL (default: local[*]).")
     ] = None,
-    model_dir: Annotated[Path | None, typer.Option(help="Folder of models (default: the registry).")] = None,
+    model_dir: Annotated[
+        Path | None, typer.Option(help="Folder of models (default: the registry).")
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="YAML settings file (flags and env win).")
     ] = None,

@@ -21,6 +21,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from inferline.codecs import json_object
 from inferline.errors import BadRequest, InvalidInput
 from inferline.protocols.status import MODEL_VERSION_HEADER, REQUEST_ID_HEADER, new_request_id
 from inferline.settings import TensorSpec
@@ -51,13 +52,7 @@ _KINDS = {
 
 def json_body(body: bytes) -> dict[str, Any]:
     """The request body as a JSON object, or a 400 saying why not."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise BadRequest(f"the body must be a JSON object, not a {type(doc).__name__}")
-    return doc
+    return json_object(body)
 
 
 def respond(

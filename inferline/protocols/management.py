@@ -16,12 +16,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from inferline import lifecycle
+from inferline.codecs import json_object
 from inferline.dataplane import DataPlane
 from inferline.errors import BadRequest, ModelNotFound, PayloadTooLarge, Unavailable
 from inferline.lifecycle import RegistrySync
@@ -219,28 +219,12 @@ def _tags(pairs: list[str]) -> dict[str, str]:
 
 
 def _json_param(raw: str | None, what: str) -> Any:
-    if raw is None:
-        return None
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"query parameter {what!r} is not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise BadRequest(f"query parameter {what!r} must be a JSON object")
-    return value
+    return None if raw is None else json_object(raw, f"query parameter {what!r}")
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
     raw = await request.body()
-    if not raw:
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
-    return body
+    return json_object(raw) if raw else {}
 
 
 async def _receive(request: Request, workdir: Path, filename: str) -> Path:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from inferline.codecs import json_object
 from inferline.dataplane import DataPlane
 from inferline.errors import BadRequest, ModelNotFound
 from inferline.monitoring.monitor import Monitor
@@ -84,12 +84,7 @@ def routes(dataplane: DataPlane, monitor: Monitor) -> list[Route]:
 
 def _feedback_items(raw: bytes) -> list[tuple[str, Any]]:
     """``{"request_id", "truth"}`` or ``{"feedback": [...]}``; anything else is a 400."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise BadRequest("feedback must be a JSON object")
+    body = json_object(raw, "feedback")
     if "feedback" in body:
         entries = body["feedback"]
         if not isinstance(entries, list) or not entries:
