@@ -76,6 +76,26 @@ class ModelVersion:
     profile: dict[str, Any] | None = None
     aliases: tuple[str, ...] = ()
 
+    @classmethod
+    def from_row(cls, name: str, row: Any, aliases: dict[str, int]) -> ModelVersion:
+        """A ``versions`` table row, with the aliases that point at it."""
+        return cls(
+            name=name,
+            version=row["number"],
+            runtime=row["runtime"],
+            sha256=row["sha256"],
+            artifact=row["artifact"],
+            size=row["size"],
+            created_at=row["created_at"],
+            description=row["description"],
+            tags=dict(row["tags"]),
+            metrics=dict(row["metrics"]),
+            signature=dict(row["signature"]),
+            settings=dict(row["settings"]),
+            profile=row["profile"],
+            aliases=tuple(sorted(a for a, v in aliases.items() if v == row["number"])),
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from inferline.errors import Conflict, ModelNotFound, Unavailable
 from inferline.registry import schema as t
 from inferline.registry.artifacts import ArtifactStore
+from inferline.registry.database import connect, engine_url
 from inferline.registry.records import (
     DEFAULT_ALIAS,
     AliasEvent,
@@ -34,21 +35,11 @@ from inferline.registry.records import (
     parse_version,
 )
 
-__all__ = ["Registry", "default_actor", "engine_url"]
-
-_MIGRATIONS = Path(__file__).parent / "migrations"
+__all__ = ["Registry", "default_actor"]
 
 
 def default_actor() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
-
-
-def engine_url(url: str) -> str:
-    """Accept plain ``postgresql://`` URLs and use the psycopg 3 driver for them."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
 
 
 def _now() -> datetime:
@@ -67,46 +58,8 @@ class Registry:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = self._connect()
+            self._engine = connect(self.url)
         return self._engine
-
-    def _connect(self) -> Engine:
-        try:
-            if self.url.startswith("sqlite"):
-                path = self.url.split("///", 1)[-1]
-                if path and path != ":memory:":
-                    Path(path).parent.mkdir(parents=True, exist_ok=True)
-                engine = sa.create_engine(self.url, connect_args={"timeout": 30})
-                sa.event.listen(engine, "connect", _sqlite_pragmas)
-            else:
-                engine = sa.create_engine(self.url, pool_pre_ping=True)
-        except (ImportError, sa.exc.ArgumentError) as exc:
-            hint = " (pip install 'inferline[postgres]')" if "postgres" in self.url else ""
-            raise Unavailable(f"cannot open registry {self.url}: {exc}{hint}") from exc
-        self._migrate(engine)
-        return engine
-
-    def _migrate(self, engine: Engine) -> None:
-        from alembic import command
-        from alembic.config import Config
-
-        config = Config()
-        config.set_main_option("script_location", str(_MIGRATIONS))
-        for attempt in range(5):
-            try:
-                with engine.begin() as connection:
-                    if connection.dialect.name == "postgresql":
-                        # Replicas starting together must not race to create tables.
-                        connection.execute(sa.text("SELECT pg_advisory_xact_lock(7305417)"))
-                    config.attributes["connection"] = connection
-                    command.upgrade(config, "head")
-                return
-            except sa.exc.OperationalError as exc:
-                if attempt == 4:
-                    raise Unavailable(f"registry {self.url} is unreachable: {exc.orig}") from exc
-                time.sleep(0.2 * (attempt + 1))
-            except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
-                time.sleep(0.2)  # a concurrent first start created the tables; look again
 
     def close(self) -> None:
         if self._engine is not None:
@@ -139,7 +92,7 @@ class Registry:
                 .where(t.versions.c.model_id == model_id)
                 .order_by(t.versions.c.number)
             ).mappings()
-            return [_version(name, row, aliases) for row in rows]
+            return [ModelVersion.from_row(name, row, aliases) for row in rows]
 
     def aliases(self, name: str) -> dict[str, int]:
         with self._tx() as c:
@@ -159,7 +112,7 @@ class Registry:
             )
             if row is None:
                 raise ModelNotFound(f"model {name!r} has no version {version}")
-            return _version(name, row, self._aliases(c, model_id))
+            return ModelVersion.from_row(name, row, self._aliases(c, model_id))
 
     def resolve(self, name: str, ref: str | int | None = None) -> ModelVersion:
         """A version by number or alias; None means ``production``, else the latest."""
@@ -431,29 +384,3 @@ class Registry:
 
     def _bump(self, c: Connection) -> None:
         c.execute(t.state.update().values(generation=t.state.c.generation + 1))
-
-
-def _version(name: str, row: Any, aliases: dict[str, int]) -> ModelVersion:
-    return ModelVersion(
-        name=name,
-        version=row["number"],
-        runtime=row["runtime"],
-        sha256=row["sha256"],
-        artifact=row["artifact"],
-        size=row["size"],
-        created_at=row["created_at"],
-        description=row["description"],
-        tags=dict(row["tags"]),
-        metrics=dict(row["metrics"]),
-        signature=dict(row["signature"]),
-        settings=dict(row["settings"]),
-        profile=row["profile"],
-        aliases=tuple(sorted(a for a, v in aliases.items() if v == row["number"])),
-    )
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers (serving replicas) never block writers
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()

@@ -1,0 +1,114 @@
+"""The server's settings (``INFERLINE_*``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from inferline.settings.monitoring import MonitoringSettings
+
+
+class Settings(BaseSettings):
+    """Server settings (``INFERLINE_*``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="INFERLINE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        use_attribute_docstrings=True,
+    )
+
+    host: str = "127.0.0.1"
+    """Address both servers listen on."""
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    """REST port (0 picks a free one)."""
+    grpc_port: int | None = Field(default=8081, ge=0, le=65535)
+    """gRPC port; None turns gRPC off."""
+    model_dir: Path | None = None
+    """Folder of models (``<name>/model-settings.yaml``, ``<name>/<version>/``) to serve
+    instead of the registry."""
+    home: Path = Path.home() / ".inferline"
+    """Where the embedded registry database and artifact folder live by default."""
+    registry_url: str | None = None
+    """Registry database: ``sqlite:///path.db`` or ``postgresql://user@host/db``; default
+    ``sqlite:///<home>/registry.db``."""
+    artifact_dir: Path | None = None
+    """Content-addressed artifact folder; default ``<home>/artifacts``."""
+    registry_poll_seconds: float = Field(default=0.5, gt=0)
+    """How often a server checks the registry for changes (replicas converge within it)."""
+    workers: int = Field(default=1, ge=1)
+    """Server processes sharing the same ports."""
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    """Largest REST body; bigger ones get 413 before they are read whole."""
+    grpc_max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    """Largest gRPC message in either direction."""
+    max_tensors: int = Field(default=256, ge=1)
+    """Most input tensors in one request."""
+    max_elements: int = Field(default=16 * 1024 * 1024, ge=1)
+    """Most elements in one input tensor."""
+    executor_threads: int = Field(default=4, ge=1)
+    """Threads that run synchronous model code, shared by all models."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Server log level."""
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    """Drift, skew, quality and alert rules (see docs/monitoring.md)."""
+    log_format: Literal["json", "console"] = "json"
+    """JSON lines (for log shippers) or plain console text."""
+    request_log: Literal["debug", "info", "off"] = "info"
+    """Level of the one-line-per-request log (request id, model, version, status, latency)."""
+    cache_url: str | None = None
+    """``redis://…`` to keep prediction caches in Redis (shared by workers and replicas)."""
+    metrics: bool = True
+    """Serve Prometheus metrics at ``/metrics``."""
+    metrics_refresh_seconds: float = Field(default=1.0, gt=0)
+    """How often in-flight, queue-depth, model and process gauges are sampled."""
+    payload_log: Literal["off", "file", "redis", "postgres"] = "off"
+    """Where request/response payloads are recorded (per-model sampling and redaction)."""
+    payload_log_dir: Path | None = None
+    """Folder of the rotating payload files; default ``<home>/payloads``."""
+    payload_log_url: str | None = None
+    """``redis://…`` for the Redis Stream sink, ``postgresql://…`` for the table sink."""
+    payload_log_queue: int = Field(default=10_000, ge=1)
+    """Records waiting to be written; past this they are dropped and counted."""
+    payload_log_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Size at which the payload file rotates."""
+    payload_log_backups: int = Field(default=5, ge=1)
+    """Rotated payload files kept."""
+
+    @property
+    def registry_database(self) -> str:
+        return self.registry_url or f"sqlite:///{self.home / 'registry.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.artifact_dir or self.home / "artifacts"
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **flags: Any) -> Settings:
+        """Flags (non-None) > ``INFERLINE_*`` environment > YAML file > defaults."""
+        values: dict[str, Any] = {}
+        if config_file is not None:
+            try:
+                loaded = yaml.safe_load(config_file.read_text()) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                raise ValueError(f"cannot read settings file {config_file}: {exc}") from exc
+            if not isinstance(loaded, dict):
+                raise ValueError(f"settings file {config_file}: expected a mapping")
+            values.update(loaded)
+        from_env = cls()
+        _merge(values, from_env.model_dump(exclude_unset=True))
+        values.update({key: value for key, value in flags.items() if value is not None})
+        return cls(**values)
+
+
+def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
+    """Nested update: ``INFERLINE_MONITORING__DRIFT__P_VALUE`` keeps the file's alert rules."""
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
