@@ -9,16 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from inferline._version import __version__
-from inferline.batching import Batcher, BatchObserver
+from inferline.batching import Batcher
 from inferline.cache import LocalCache, PredictionCache, RedisCache, cache_key, signature_hash
 from inferline.errors import (
-    DeadlineExceeded,
     InferlineError,
     InternalError,
     InvalidInput,
@@ -28,58 +26,17 @@ from inferline.errors import (
 from inferline.monitoring.records import InferenceRecord, Observer
 from inferline.registry.records import DEFAULT_ALIAS
 from inferline.repository import load_folder, scan_model_dir, version_key
-from inferline.runtimes.base import Inputs, Model, Outputs
+from inferline.runtimes.base import Model, Outputs
+from inferline.served import ServedModel
 from inferline.settings import Settings, TensorSpec
 from inferline.types import InferRequest, InferResponse, Tensor, datatype_of
 from inferline.validation import check_inputs, check_limits
 
-__all__ = ["EXTENSIONS", "DataPlane", "ServedModel"]
+__all__ = ["EXTENSIONS", "DataPlane"]
 
 logger = logging.getLogger(__name__)
 
 EXTENSIONS = ("binary_tensor_data",)
-
-
-@dataclass(slots=True)
-class ServedModel:
-    """One loaded model version and how requests reach it (batched or not)."""
-
-    model: Model
-    batcher: Batcher | None
-    timeout: float | None
-    #: Requests inside :meth:`DataPlane.infer` right now; an old version drains to 0.
-    inflight: int = 0
-    #: Set once the version is retired and its last in-flight request has finished.
-    drained: asyncio.Event | None = None
-    #: Told about unbatched model calls (batched ones report through the batcher).
-    on_call: BatchObserver | None = None
-    cache: PredictionCache | None = None
-    #: Hash of the signature: part of every cache key, so a changed signature never hits.
-    signature: bytes = b""
-
-    async def call(self, inputs: Inputs) -> Outputs:
-        run: Awaitable[Outputs]
-        if self.batcher is not None:
-            run = self.batcher.submit(inputs)
-        elif self.on_call is not None:
-            run = self._timed(inputs, self.on_call)
-        else:
-            run = self.model.infer(inputs)
-        if self.timeout is None:
-            return await run
-        try:
-            return await asyncio.wait_for(run, self.timeout)
-        except TimeoutError as exc:
-            raise DeadlineExceeded(
-                f"model {self.model.name!r} did not answer within {self.timeout * 1000:g} ms"
-            ) from exc
-
-    async def _timed(self, inputs: Inputs, on_call: BatchObserver) -> Outputs:
-        began = time.perf_counter()
-        outputs = await self.model.infer(inputs)
-        rows = next(iter(inputs.values())).shape[0] if inputs else 0
-        on_call(int(rows), time.perf_counter() - began, [0.0])
-        return outputs
 
 
 class DataPlane:
