@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PKG := inferline
 
-.PHONY: demo test check generate bench format services clean
+.PHONY: demo test check generate bench bench-quick bench-profile format services clean
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
@@ -31,8 +31,18 @@ format: $(STAMP)
 generate: $(STAMP)
 	bash scripts/generate-proto.sh
 
+# inferline against MLServer, KServe, BentoML and FastAPI (each in its own venv under
+# benchmarks/.work): one table, written to benchmarks/results/latest.{md,json}.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/server.py
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+# inferline alone, demo ONNX forest at 1, 16 and 64 connections.
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/server.py $(BENCH_ARGS)
+
+# py-spy (or pyinstrument: BENCH_ARGS="--tool pyinstrument") under wrk load.
+bench-profile: $(STAMP)
+	$(BIN)/python benchmarks/profile.py $(BENCH_ARGS)
 
 services:
 	bash scripts/services.sh

@@ -4,12 +4,26 @@ Every stdlib logger (inferline's modules, uvicorn) is rendered by the same
 structlog pipeline, so a log shipper sees one format. The per-request line is an
 observer of the data plane: request id, model, version, protocol, status and
 latency, at the level the settings choose (or off).
+
+While the handler :func:`configure_logging` installs (JSON) is the only one a
+request line would reach, :class:`RequestLog` renders the line itself: the same
+bytes the structlog + stdlib round trip produces, at a tenth of its cost (that
+round trip was a quarter of a small request's CPU time). The requests answered
+during one turn of the event loop are rendered and written together at the start
+of the next turn (with the time and context each was answered in): one write
+instead of one per request, and no rendering on a request's path. Any other
+handler (a test's ``caplog``, an OpenTelemetry bridge) gets the full path, line
+by line.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import datetime
 import logging
 import sys
+import time
 from typing import Any
 
 import orjson
@@ -25,6 +39,13 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+
+
+#: A request record, the context it was answered in, and when (``time.time()``).
+_Entry = tuple[InferenceRecord, contextvars.Context, float]
+
+#: The JSON handler :func:`configure_logging` installed, if any (see the module docstring).
+_json_handler: list[logging.StreamHandler[Any]] = []
 
 
 def _orjson_dumps(event: Any, **_: Any) -> str:
@@ -59,6 +80,7 @@ def configure_logging(level: str, fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level])
+    _json_handler[:] = [handler] if fmt == "json" else []
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
@@ -69,20 +91,94 @@ class RequestLog:
 
     def __init__(self, level: str) -> None:
         self.level = _LEVELS[level]
+        self._level_name = level
         self._logger = structlog.stdlib.get_logger("inferline.requests")
         self._stdlib = logging.getLogger("inferline.requests")
+        #: Records waiting to be written at the next loop turn, their handler and loop.
+        self._pending: list[_Entry] = []
+        self._handler: logging.StreamHandler[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def observe(self, record: InferenceRecord) -> None:
         if not self._stdlib.isEnabledFor(self.level):
             return
-        fields: dict[str, Any] = {
-            "request_id": record.request_id,
-            "model": record.model,
-            "version": record.version,
-            "protocol": record.protocol,
-            "status": record.status,
-            "latency_ms": round(record.latency * 1000, 3),
-        }
-        if record.error is not None:
-            fields["error"] = record.error
-        self._logger.log(self.level, "inference", **fields)
+        handler = self._direct_handler()
+        if handler is None:
+            self._logger.log(self.level, "inference", **_fields(record))
+            return
+        entry = (record, contextvars.copy_context(), time.time())
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or (
+            self._pending and (loop is not self._loop or handler is not self._handler)
+        ):
+            _emit(handler, self._render(entry, handler.terminator))
+            return
+        self._pending.append(entry)
+        if len(self._pending) == 1:
+            self._handler, self._loop = handler, loop
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Render and write the queued lines now (the loop does it once per turn)."""
+        pending, handler = self._pending, self._handler
+        self._pending, self._handler, self._loop = [], None, None
+        if pending and handler is not None:
+            end = handler.terminator
+            _emit(handler, "".join([self._render(entry, end) for entry in pending]))
+
+    def _render(self, entry: _Entry, end: str) -> str:
+        """The line the structlog pipeline would write for the record."""
+        record, context, now = entry
+        fields = _fields(record)
+        # What merge_contextvars, add_log_level, add_logger_name and TimeStamper add.
+        fields["event"] = "inference"
+        if len(context) > 0:
+            for key, value in context.run(structlog.contextvars.get_contextvars).items():
+                fields.setdefault(key, value)
+        fields["level"] = self._level_name
+        fields["logger"] = self._stdlib.name
+        stamp = datetime.datetime.fromtimestamp(now, tz=datetime.UTC).isoformat()
+        fields["timestamp"] = stamp.replace("+00:00", "Z")
+        return orjson.dumps(fields, default=str).decode() + end
+
+    def _direct_handler(self) -> logging.StreamHandler[Any] | None:
+        """The installed JSON handler when it is the only one this logger's lines reach."""
+        if not _json_handler:
+            return None
+        handler = _json_handler[0]
+        logger: logging.Logger | None = self._stdlib
+        while logger is not None and logger is not logging.root:
+            if logger.handlers or logger.filters or not logger.propagate:
+                return None
+            logger = logger.parent
+        root = logging.root
+        if root.handlers != [handler] or root.filters or handler.filters:
+            return None
+        return handler if handler.level <= self.level else None
+
+
+def _fields(record: InferenceRecord) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "request_id": record.request_id,
+        "model": record.model,
+        "version": record.version,
+        "protocol": record.protocol,
+        "status": record.status,
+        "latency_ms": round(record.latency * 1000, 3),
+    }
+    if record.error is not None:
+        fields["error"] = record.error
+    return fields
+
+
+def _emit(handler: logging.StreamHandler[Any], text: str) -> None:
+    """What ``StreamHandler.emit`` does with a formatted record: write and flush."""
+    handler.acquire()
+    try:
+        handler.stream.write(text)
+        handler.flush()
+    finally:
+        handler.release()

@@ -7,7 +7,7 @@ carrying the request id and no traceback.
 from __future__ import annotations
 
 import logging
-import uuid
+import random
 from typing import Any
 
 import orjson
@@ -28,9 +28,16 @@ REQUEST_ID_HEADER = "x-request-id"
 #: Which model version answered: a REST header and gRPC trailing metadata.
 MODEL_VERSION_HEADER = "inferline-model-version"
 
+_random_bits = random.getrandbits
+
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """32 random hex digits, as long as a uuid4's hex.
+
+    From the ``random`` generator: an id needs to be unique, not secret, and this
+    costs a tenth of ``uuid.uuid4()`` (one ``os.urandom`` syscall per id).
+    """
+    return f"{_random_bits(128):032x}"
 
 
 def as_inferline_error(exc: BaseException, request_id: str) -> InferlineError:

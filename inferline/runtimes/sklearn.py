@@ -120,10 +120,21 @@ class SklearnModel(Model):
         self._want_predict = "predict" in names
         self._want_proba = "predict_proba" in names
         self._bytes_labels = self._want_predict and names["predict"].datatype == "BYTES"
+        # When both are wanted and predict is argmax(predict_proba) by definition, one
+        # pass over the trees answers both (a forest's predict runs predict_proba).
+        self._labels_from_proba = (
+            self._want_predict and self._want_proba and _predict_is_argmax_proba(estimator)
+        )
 
     def predict(self, inputs: Inputs) -> Outputs:
         features = self._features(inputs)
         outputs: dict[str, np.ndarray[Any, Any]] = {}
+        if self._labels_from_proba:
+            proba = self._estimator.predict_proba(features)
+            labels = self._estimator.classes_.take(np.argmax(proba, axis=1), axis=0)
+            outputs["predict"] = _as_bytes(labels) if self._bytes_labels else labels
+            outputs["predict_proba"] = proba
+            return outputs
         if self._want_predict:
             labels = self._estimator.predict(features)
             outputs["predict"] = _as_bytes(labels) if self._bytes_labels else labels
@@ -182,6 +193,20 @@ def _probe(estimator: Any, methods: list[str], row: Any) -> list[TensorSpec]:
         if isinstance(result, np.ndarray):
             specs.append(batch_spec(method, result))
     return specs
+
+
+def _predict_is_argmax_proba(estimator: Any) -> bool:
+    """Whether ``predict`` is ``classes_.take(argmax(predict_proba))``, as scikit-learn's
+    single-output forest classifiers (random forest, extra trees) define it."""
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+
+    forest = RandomForestClassifier  # both inherit predict and predict_proba from one base
+    return (
+        isinstance(estimator, (RandomForestClassifier, ExtraTreesClassifier))
+        and type(estimator).predict is forest.predict
+        and type(estimator).predict_proba is forest.predict_proba
+        and getattr(estimator, "n_outputs_", 0) == 1
+    )
 
 
 def _as_bytes(labels: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

@@ -1,0 +1,75 @@
+"""inferline itself, from this checkout, on its defaults (validation, metrics, logs on)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from peers._base import HOST_PYTHON, Layout, Peer
+
+_ONNX = "runtime: onnx\n"
+_SKLEARN = "runtime: sklearn\n"
+_BATCHED = "runtime: sklearn\nbatching:\n  max_batch_size: 64\n  max_queue_delay_ms: 2\n"
+
+
+class Inferline(Peer):
+    name = "inferline"
+    title = "inferline"
+    serves = frozenset({"forest", "logreg", "forest_sk", "logreg_sk"})
+    grpc = True
+    note = (
+        "default settings: validation, Prometheus metrics, drift monitor and one JSON log "
+        "line per request (to a file) on; forest_sk batched (max_batch_size 64, 2 ms)"
+    )
+
+    def prepare(self, layout: Layout, artifacts: dict[str, Path]) -> None:
+        settings = {"forest": _ONNX, "logreg": _ONNX, "forest_sk": _BATCHED, "logreg_sk": _SKLEARN}
+        for model, text in settings.items():
+            version = layout.models / model / "1"
+            version.mkdir(parents=True, exist_ok=True)
+            (layout.models / model / "model-settings.yaml").write_text(text)
+            shutil.copy(artifacts[model], version / f"model{artifacts[model].suffix}")
+
+    def command(self, layout: Layout) -> list[str]:
+        return [
+            str(HOST_PYTHON),
+            "-m",
+            "inferline",
+            "serve",
+            "--model-dir",
+            str(layout.models),
+            "--http-port",
+            str(layout.http_port),
+            "--grpc-port",
+            str(layout.grpc_port),
+            "--workers",
+            str(layout.extra.get("workers", 1)),
+        ]
+
+    def env(self, layout: Layout) -> dict[str, str]:
+        env = super().env(layout)
+        env["INFERLINE_HOME"] = str(layout.folder / "home")
+        env.update(layout.extra.get("env", {}))
+        return env
+
+
+class InferlineBare(Inferline):
+    """inferline with its observability off: where validation and the HTTP path alone land."""
+
+    name = "inferline-bare"
+    title = "inferline, observability off"
+    serves = frozenset({"forest", "logreg"})
+    grpc = False
+    note = (
+        "validation on; INFERLINE_METRICS=false, INFERLINE_REQUEST_LOG=off, "
+        "INFERLINE_MONITORING__ENABLED=false: what metrics, request log and drift monitor cost"
+    )
+
+    def env(self, layout: Layout) -> dict[str, str]:
+        env = super().env(layout)
+        env.update(
+            INFERLINE_METRICS="false",
+            INFERLINE_REQUEST_LOG="off",
+            INFERLINE_MONITORING__ENABLED="false",
+        )
+        return env
