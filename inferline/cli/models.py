@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from inferline.cli._control import Control, ControlError, LocalControl, RemoteControl
+from inferline.settings._files import read_mapping
 
 app = typer.Typer(help="Manage the model registry (local, or a server's with --server).")
 console = Console()
@@ -52,12 +52,9 @@ def _read_mapping(path: Path | None, what: str) -> dict[str, Any] | None:
     if path is None:
         return None
     try:
-        value = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise typer.BadParameter(f"cannot read {what} file {path}: {exc}") from exc
-    if not isinstance(value, dict):
-        raise typer.BadParameter(f"{what} file {path} must hold a mapping")
-    return value
+        return read_mapping(path, f"{what} file")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 @app.command()

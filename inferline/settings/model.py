@@ -6,11 +6,11 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferline.errors import ModelLoadError
+from inferline.settings._files import read_mapping
 from inferline.settings.monitoring import ModelMonitoring
 from inferline.types import DATATYPES
 
@@ -148,11 +148,9 @@ def load_model_settings(folder: Path) -> ModelSettings:
     """Read and validate ``<folder>/model-settings.yaml`` (name defaults to the folder)."""
     path = folder / MODEL_SETTINGS_FILE
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ModelLoadError(f"{path}: expected a mapping at the top level")
+        raw = read_mapping(path, "model settings")
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from exc
     overrides = _ModelOverrides().model_dump(exclude_none=True)
     raw.update(overrides)
     name = raw.get("name") or folder.name

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from inferline.settings._files import read_mapping
 from inferline.settings.monitoring import MonitoringSettings
 
 
@@ -92,13 +92,7 @@ class Settings(BaseSettings):
         """Flags (non-None) > ``INFERLINE_*`` environment > YAML file > defaults."""
         values: dict[str, Any] = {}
         if config_file is not None:
-            try:
-                loaded = yaml.safe_load(config_file.read_text()) or {}
-            except (OSError, yaml.YAMLError) as exc:
-                raise ValueError(f"cannot read settings file {config_file}: {exc}") from exc
-            if not isinstance(loaded, dict):
-                raise ValueError(f"settings file {config_file}: expected a mapping")
-            values.update(loaded)
+            values.update(read_mapping(config_file, "settings file"))
         from_env = cls()
         _merge(values, from_env.model_dump(exclude_unset=True))
         values.update({key: value for key, value in flags.items() if value is not None})
