@@ -492,6 +492,11 @@ def main() -> None:
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is needed (apt-get install wrk util-linux)")
+    if any(PEERS[n].requirements for n in names) and shutil.which("python3.11") is None:
+        raise SystemExit("python3.11 is needed to build the peers' venvs")
+    if shutil.which("h2load") is None and any(s.transport == "grpc" for s in scenarios):
+        print("h2load not found (apt-get install nghttp2-client): skipping gRPC scenarios")
+        scenarios = [s for s in scenarios if s.transport != "grpc"]
     (WORK / "logs").mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     print(f"load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
