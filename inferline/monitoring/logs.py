@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import datetime
 import logging
 import sys
-import time
 from typing import Any
 
 import orjson
 import structlog
 
-from inferline.monitoring.records import InferenceRecord
+from inferline.monitoring.records import InferenceRecord, iso_utc
 
 __all__ = ["RequestLog", "configure_logging"]
 
@@ -41,8 +39,8 @@ _LEVELS = {
 }
 
 
-#: A request record, the context it was answered in, and when (``time.time()``).
-_Entry = tuple[InferenceRecord, contextvars.Context, float]
+#: A request record and the context it was answered in (its time: ``started + latency``).
+_Entry = tuple[InferenceRecord, contextvars.Context]
 
 #: The JSON handler :func:`configure_logging` installed, if any (see the module docstring).
 _json_handler: list[logging.StreamHandler[Any]] = []
@@ -102,24 +100,28 @@ class RequestLog:
     def observe(self, record: InferenceRecord) -> None:
         if not self._stdlib.isEnabledFor(self.level):
             return
+        if self._pending:  # this loop turn's handler and loop are chosen already
+            try:
+                same_loop = asyncio.get_running_loop() is self._loop
+            except RuntimeError:
+                same_loop = False
+            if same_loop:
+                self._pending.append((record, contextvars.copy_context()))
+                return
+            self.flush()
         handler = self._direct_handler()
         if handler is None:
             self._logger.log(self.level, "inference", **_fields(record))
             return
-        entry = (record, contextvars.copy_context(), time.time())
+        entry = (record, contextvars.copy_context())
         try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            loop = asyncio.get_running_loop()
         except RuntimeError:
-            loop = None
-        if loop is None or (
-            self._pending and (loop is not self._loop or handler is not self._handler)
-        ):
             _emit(handler, self._render(entry, handler.terminator))
             return
         self._pending.append(entry)
-        if len(self._pending) == 1:
-            self._handler, self._loop = handler, loop
-            loop.call_soon(self.flush)
+        self._handler, self._loop = handler, loop
+        loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Render and write the queued lines now (the loop does it once per turn)."""
@@ -131,7 +133,7 @@ class RequestLog:
 
     def _render(self, entry: _Entry, end: str) -> str:
         """The line the structlog pipeline would write for the record."""
-        record, context, now = entry
+        record, context = entry
         fields = _fields(record)
         # What merge_contextvars, add_log_level, add_logger_name and TimeStamper add.
         fields["event"] = "inference"
@@ -140,8 +142,7 @@ class RequestLog:
                 fields.setdefault(key, value)
         fields["level"] = self._level_name
         fields["logger"] = self._stdlib.name
-        stamp = datetime.datetime.fromtimestamp(now, tz=datetime.UTC).isoformat()
-        fields["timestamp"] = stamp.replace("+00:00", "Z")
+        fields["timestamp"] = iso_utc(record.started + record.latency)
         return orjson.dumps(fields, default=str).decode() + end
 
     def _direct_handler(self) -> logging.StreamHandler[Any] | None:
@@ -167,7 +168,7 @@ def _fields(record: InferenceRecord) -> dict[str, Any]:
         "version": record.version,
         "protocol": record.protocol,
         "status": record.status,
-        "latency_ms": round(record.latency * 1000, 3),
+        "latency_ms": int(record.latency * 1_000_000 + 0.5) / 1000,
     }
     if record.error is not None:
         fields["error"] = record.error

@@ -1,10 +1,13 @@
 """Payload logging: requests and responses (errors too), recorded off the request path.
 
-``observe`` costs a sampling draw and a ``put_nowait`` on a bounded queue (about a
-microsecond); when the queue is full the record is dropped and counted, never
-waited for. An owned task drains the queue in batches: records are serialised
-in a thread and written to a sink (rotating JSON-lines files, a Redis Stream or
-a PostgreSQL table). ``stop()`` writes what is still queued before returning.
+``observe`` costs a sampling draw and a list append; when ``queue_size`` records
+are already waiting the record is dropped and counted, never waited for. An
+owned writer task wakes when records arrive, lets a batch gather for
+``linger`` seconds, then serialises it in a thread and writes it to a sink
+(rotating JSON-lines files, a Redis Stream or a PostgreSQL table). Waking once
+per batch, not per record, is what keeps logging every request cheap: a thread
+hand-off costs more than encoding a record. ``stop()`` writes what is still
+waiting before returning.
 """
 
 from __future__ import annotations
@@ -13,21 +16,21 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import orjson
 
-from inferline.monitoring.records import InferenceRecord
+from inferline.monitoring.records import InferenceRecord, iso_utc
 from inferline.settings import PayloadLogSettings
 
 __all__ = ["FileSink", "PayloadLogger", "PostgresSink", "RedisSink", "Sink", "encode_record"]
 
 logger = logging.getLogger(__name__)
 
-BATCH = 256
+#: Records per sink write.
+BATCH = 1024
 REDACTED = "[redacted]"
 
 #: Per model and version: its payload-log settings (sampling, redaction).
@@ -60,8 +63,8 @@ def encode_record(record: InferenceRecord, redact: frozenset[str]) -> bytes:
         "model": record.model,
         "version": record.version,
         "protocol": record.protocol,
-        "timestamp": datetime.fromtimestamp(record.started, UTC).isoformat(),
-        "latency_ms": round(record.latency * 1000, 3),
+        "timestamp": iso_utc(record.started),
+        "latency_ms": int(record.latency * 1_000_000 + 0.5) / 1000,
         "status": record.status,
         "inputs": tensors(record.inputs),
         "outputs": tensors(record.outputs),
@@ -71,67 +74,85 @@ def encode_record(record: InferenceRecord, redact: frozenset[str]) -> bytes:
 
 
 class PayloadLogger:
-    """An observer that queues sampled records for an owned writer task."""
+    """An observer that keeps sampled records for an owned writer task."""
+
+    #: Seconds a batch may gather after the first record arrives.
+    linger = 0.02
 
     def __init__(self, sink: Sink, config_for: ConfigFor, queue_size: int) -> None:
         self.sink = sink
         self._config_for = config_for
         self._queue_size = queue_size
-        self._queue: asyncio.Queue[tuple[InferenceRecord, frozenset[str]]] | None = None
+        self._waiting: list[tuple[InferenceRecord, frozenset[str]]] = []
+        self._wake: asyncio.Event | None = None
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self._configs: dict[tuple[str, str], PayloadLogSettings] = {}
+        self._configs: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
         self.dropped = 0
         self.written = 0
         self.on_drop: Callable[[], None] | None = None
 
     async def start(self) -> None:
-        self._queue = asyncio.Queue(self._queue_size)
-        self._task = asyncio.create_task(self._drain(), name="inferline-payload-log")
+        self._wake, self._stopping = asyncio.Event(), False
+        self._task = asyncio.create_task(self._write_batches(), name="inferline-payload-log")
         self._task.add_done_callback(_log_crash)
 
     async def stop(self) -> None:
-        """Write everything queued, then close the sink."""
-        if self._task is not None and self._queue is not None:
-            await self._queue.join()
-            self._task.cancel()
+        """Write everything waiting, then close the sink."""
+        if self._task is not None and self._wake is not None:
+            self._stopping = True
+            self._wake.set()
             await asyncio.wait([self._task])
             self._task = None
         await self.sink.close()
 
     def observe(self, record: InferenceRecord) -> None:
-        if self._queue is None:
+        if self._wake is None or self._stopping:
             return
         key = (record.model, record.version)
         config = self._configs.get(key)
         if config is None:
-            config = self._configs[key] = self._config_for(*key)
-        if config.sample_rate < 1.0 and random.random() >= config.sample_rate:
+            settings = self._config_for(*key)
+            config = self._configs[key] = (settings.sample_rate, frozenset(settings.redact))
+        if config[0] < 1.0 and random.random() >= config[0]:
             return
-        try:
-            self._queue.put_nowait((record, frozenset(config.redact)))
-        except asyncio.QueueFull:
-            self.dropped += 1
-            if self.on_drop is not None:
+        waiting = self._waiting
+        if len(waiting) >= self._queue_size:
+            self._drop(1)
+            return
+        waiting.append((record, config[1]))
+        if len(waiting) == 1:
+            self._wake.set()
+
+    def _drop(self, count: int) -> None:
+        self.dropped += count
+        if self.on_drop is not None:
+            for _ in range(count):
                 self.on_drop()
 
-    async def _drain(self) -> None:
-        queue = self._queue
-        if queue is None:  # pragma: no cover - start() sets it before the task runs
+    async def _write_batches(self) -> None:
+        wake = self._wake
+        if wake is None:  # pragma: no cover - start() sets it before the task runs
             return
         while True:
-            batch = [await queue.get()]
-            while len(batch) < BATCH and not queue.empty():
-                batch.append(queue.get_nowait())
-            try:
-                lines = await asyncio.to_thread(_encode_all, batch)
-                await self.sink.write(lines)
-                self.written += len(lines)
-            except Exception:  # a broken sink loses this batch, never the server
-                logger.exception("payload log: %d records could not be written", len(batch))
-                self.dropped += len(batch)
-            finally:
-                for _ in batch:
-                    queue.task_done()
+            await wake.wait()
+            wake.clear()
+            if not self._stopping:
+                await asyncio.sleep(self.linger)
+            batch, self._waiting = self._waiting, []
+            for start in range(0, len(batch), BATCH):
+                await self._write(batch[start : start + BATCH])
+            if self._stopping and not self._waiting:
+                return
+
+    async def _write(self, batch: list[tuple[InferenceRecord, frozenset[str]]]) -> None:
+        try:
+            lines = await asyncio.to_thread(_encode_all, batch)
+            await self.sink.write(lines)
+            self.written += len(lines)
+        except Exception:  # a broken sink loses this batch, never the server
+            logger.exception("payload log: %d records could not be written", len(batch))
+            self._drop(len(batch))
 
 
 def _encode_all(batch: list[tuple[InferenceRecord, frozenset[str]]]) -> list[bytes]:

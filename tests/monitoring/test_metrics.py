@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import httpx
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from inferline.server import build_server_app
@@ -105,3 +106,59 @@ def test_workers_share_exact_counts(model_dir: Path, tmp_path: Path) -> None:
     finally:
         stop_server(server)
     assert totals == [sent] * 4
+
+
+def test_accumulated_observations_equal_prometheus_own() -> None:
+    """Cells add up per loop turn; the exposition must equal observing each value."""
+    import random
+
+    from prometheus_client import CollectorRegistry
+
+    from inferline.monitoring.metrics import Metrics
+    from inferline.monitoring.records import InferenceRecord
+
+    rng = random.Random(7)
+    mine, plain = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
+    for i in range(2000):
+        latency = rng.choice([0.0001, 0.00025, 10.0, 11.0, 0.0]) if i % 7 == 0 else rng.random()
+        status = rng.choice([200, 200, 400])
+        record = InferenceRecord(f"r{i}", "m", "1", "rest", 0.0, latency, status, {}, None)
+        mine.observe(record)  # no running loop: added at once, as a batch job would
+        plain.requests.labels("m", "1", "rest", str(status)).inc()
+        plain.duration.labels("m", "1", "rest").observe(latency)
+        rows, waits = rng.randint(1, 300), [rng.random() / 100 for _ in range(3)]
+        mine.observe_batch("m", "1", rows, latency, waits)
+        plain.batch_size.labels("m", "1").observe(rows)
+        plain.compute.labels("m", "1").observe(latency)
+        for wait in waits:
+            plain.queue_wait.labels("m", "1").observe(wait)
+    got, want = samples(mine.exposition().decode()), samples(plain.exposition().decode())
+    assert got.keys() == want.keys()
+    for key, expected in want.items():
+        if key[0].endswith("_created"):
+            continue  # when each child was made, not what it counted
+        if key[0].endswith("_sum"):
+            assert abs(got[key] - expected) <= 1e-9 * max(1.0, abs(expected)), key
+        else:
+            assert got[key] == expected, key
+
+
+async def test_observations_in_a_loop_turn_reach_the_next_scrape() -> None:
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from inferline.monitoring.metrics import Metrics
+    from inferline.monitoring.records import InferenceRecord
+
+    metrics = Metrics(CollectorRegistry())
+    for i in range(5):
+        metrics.observe(InferenceRecord(f"r{i}", "m", "1", "rest", 0.0, 0.001, 200, {}, None))
+    ok = {"model": "m", "version": "1", "protocol": "rest", "status": "200"}
+    assert value(samples(metrics.exposition().decode()), "inferline_requests_total", **ok) == 5
+    metrics.observe(InferenceRecord("r5", "m", "1", "rest", 0.0, 0.001, 200, {}, None))
+    await asyncio.sleep(0)  # the flush scheduled on the loop runs: no scrape needed
+    assert (
+        value(samples(generate_latest(metrics.registry).decode()), "inferline_requests_total", **ok)
+        == 6
+    )
