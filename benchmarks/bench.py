@@ -388,6 +388,19 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
         "x",
         note=per_core,
     )
+    for scenario, label in (("forest-1row-c64", "@64"), ("forest-1row-c1", "@1")):
+        bare, logged = (
+            find(rows, scenario, "inferline-bare"),
+            find(rows, scenario, "inferline-logged"),
+        )
+        add(
+            f"observability cost {label}: 1 - (payload log 100% + defaults) / all off",
+            1 - logged.rps / bare.rps if bare and logged else None,
+            0.10,
+            "share",
+            higher=False,
+            note="issue #5: metrics, request log, drift monitor and payload log at 100% on",
+        )
     return out
 
 

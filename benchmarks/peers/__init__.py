@@ -6,7 +6,7 @@ from peers._base import Layout, Peer, Scenario
 from peers.bentoml import BentoML
 from peers.fastapi import FastAPI
 from peers.hello import Hello
-from peers.inferline import Inferline, InferlineBare
+from peers.inferline import Inferline, InferlineBare, InferlineLogged
 from peers.kserve import KServe
 from peers.mlserver import MLServer
 
@@ -22,5 +22,6 @@ PEERS: dict[str, Peer] = {
         FastAPI(),
         Hello(),
         InferlineBare(),
+        InferlineLogged(),
     )
 }

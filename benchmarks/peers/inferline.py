@@ -73,3 +73,24 @@ class InferlineBare(Inferline):
             INFERLINE_MONITORING__ENABLED="false",
         )
         return env
+
+
+class InferlineLogged(Inferline):
+    """inferline with payload logging on for every request, on top of its defaults."""
+
+    name = "inferline-logged"
+    title = "inferline, payload log 100%"
+    serves = frozenset({"forest", "logreg"})
+    grpc = False
+    note = (
+        "defaults plus INFERLINE_PAYLOAD_LOG=file (every request and response, sampling 1.0): "
+        "the issue's 'metrics and payload logging on'"
+    )
+
+    def env(self, layout: Layout) -> dict[str, str]:
+        env = super().env(layout)
+        env.update(
+            INFERLINE_PAYLOAD_LOG="file",
+            INFERLINE_PAYLOAD_LOG_DIR=str(layout.folder / "payloads"),
+        )
+        return env
