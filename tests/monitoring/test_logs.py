@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 
-from inferline.monitoring.logs import configure_logging
+from inferline.monitoring.logs import RequestLog, configure_logging
+from inferline.monitoring.records import InferenceRecord
 from inferline.server import build_server_app
 from inferline.settings import Settings
 
@@ -74,3 +78,74 @@ async def test_request_log_off(model_dir: Path, capsys: pytest.CaptureFixture[st
     ):
         await client.post("/v2/models/demo/infer", json=ROW)
     assert '"event":"inference"' not in capsys.readouterr().err
+
+
+def _lines(stream: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("request_id", "status", "error"),
+    [
+        ("req-1", 200, None),
+        ('quote " back\\slash \u00e9 \u2603 \n', 200, None),
+        ("req-2", 400, 'input "x" has shape [1, 19]'),
+        ("", 503, None),
+    ],
+)
+def test_rendered_line_equals_structlog_pipeline(request_id: str, status: int, error) -> None:
+    """The fast line has the fields, values and order the structlog round trip writes."""
+    stream = io.StringIO()
+    configure_logging("info")
+    logging.getLogger().handlers[0].stream = stream
+    record = InferenceRecord(
+        request_id, "fr\u00e4ud", "3", "rest", 0.0, 0.0012344, status, {}, None, error
+    )
+    RequestLog("info").observe(record)  # no running loop: written at once, rendered directly
+    fields = {
+        "request_id": request_id, "model": "fr\u00e4ud", "version": "3", "protocol": "rest",
+        "status": status, "latency_ms": 1.234,
+    }  # fmt: skip
+    if error is not None:
+        fields["error"] = error
+    structlog.stdlib.get_logger("inferline.requests").info("inference", **fields)
+    fast, reference = _lines(stream)
+    assert list(fast) == list(reference)  # same keys, same order
+    assert fast | {"timestamp": ""} == reference | {"timestamp": ""}
+    assert fast["timestamp"].endswith("Z") and fast["timestamp"][:4] == reference["timestamp"][:4]
+
+
+async def test_bound_context_variables_reach_the_line() -> None:
+    stream = io.StringIO()
+    configure_logging("info")
+    logging.getLogger().handlers[0].stream = stream
+    log = RequestLog("info")
+    structlog.contextvars.bind_contextvars(tenant="acme")
+    try:
+        log.observe(InferenceRecord("r1", "m", "1", "rest", 0.0, 0.001, 200, {}, None))
+    finally:
+        structlog.contextvars.clear_contextvars()
+    log.observe(InferenceRecord("r2", "m", "1", "rest", 0.0, 0.001, 200, {}, None))
+    await asyncio.sleep(0)  # the loop turn ends: the batch is written
+    first, second = _lines(stream)
+    assert first["tenant"] == "acme" and "tenant" not in second
+
+
+async def test_a_loop_turn_is_written_once() -> None:
+    class Counting(io.StringIO):
+        writes = 0
+
+        def write(self, text: str) -> int:
+            self.writes += 1
+            return super().write(text)
+
+    stream = Counting()
+    configure_logging("info")
+    logging.getLogger().handlers[0].stream = stream
+    log = RequestLog("info")
+    for i in range(50):
+        log.observe(InferenceRecord(f"r{i}", "m", "1", "rest", 0.0, 0.001, 200, {}, None))
+    assert stream.writes == 0  # nothing rendered or written on the requests' path
+    await asyncio.sleep(0)
+    assert stream.writes == 1
+    assert [line["request_id"] for line in _lines(stream)] == [f"r{i}" for i in range(50)]
