@@ -43,21 +43,20 @@ class Sink(Protocol):
 
 
 def _plain(array: np.ndarray[Any, Any]) -> Any:
+    """Values orjson always takes (the slow path: redaction, text, odd layouts)."""
     if array.dtype.kind in "OSU":
         return [
             v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in array.ravel()
         ]
-    return array
+    return array.tolist()
 
 
 def encode_record(record: InferenceRecord, redact: frozenset[str]) -> bytes:
-    """One JSON line; redacted inputs and outputs keep their name, not their values."""
+    """One JSON line; redacted inputs and outputs keep their name, not their values.
 
-    def tensors(values: Any) -> Any:
-        if values is None:
-            return None
-        return {k: REDACTED if k in redact else _plain(v) for k, v in values.items()}
-
+    Numeric tensors go to orjson as they are (it writes numpy arrays natively);
+    only redaction, text and object arrays take the slower, converting path.
+    """
     doc = {
         "request_id": record.request_id,
         "model": record.model,
@@ -66,11 +65,24 @@ def encode_record(record: InferenceRecord, redact: frozenset[str]) -> bytes:
         "timestamp": iso_utc(record.started),
         "latency_ms": int(record.latency * 1_000_000 + 0.5) / 1000,
         "status": record.status,
-        "inputs": tensors(record.inputs),
-        "outputs": tensors(record.outputs),
+        "inputs": record.inputs,
+        "outputs": record.outputs,
         "error": record.error,
     }
-    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not redact:
+        try:
+            return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+        except TypeError:  # JSONEncodeError: text/object arrays, a non-dict mapping
+            pass
+    doc["inputs"] = _tensors(record.inputs, redact)
+    doc["outputs"] = _tensors(record.outputs, redact)
+    return orjson.dumps(doc)
+
+
+def _tensors(values: Any, redact: frozenset[str]) -> Any:
+    if values is None:
+        return None
+    return {k: REDACTED if k in redact else _plain(v) for k, v in values.items()}
 
 
 class PayloadLogger:
