@@ -81,8 +81,6 @@ async def _feed(observer: Any, batch: list[InferenceRecord], after: Callable[[],
 
 
 async def measure(count: int, rounds: int) -> dict[str, float]:
-    configure_logging("info")
-    logging.getLogger().handlers[0].stream = open(os.devnull, "w")  # noqa: SIM115
     batch = records(count)
 
     async def nothing() -> None:
@@ -118,6 +116,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    configure_logging("info")
+    logging.getLogger().handlers[0].stream = open(os.devnull, "w")  # noqa: SIM115
     costs = asyncio.run(measure(args.records, args.rounds))
     print(f"CPU per answered request, median of {args.rounds} rounds of {args.records:,} records:")
     for name, micros in costs.items():
