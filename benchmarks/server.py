@@ -2,9 +2,10 @@
 
 The server is pinned to core 0 and wrk to core 1 (``taskset``), V2 JSON, one
 20-feature row per request unless ``--rows`` says otherwise. The server's answer
-is checked against onnxruntime in process before anything is timed.
+is checked against onnxruntime in process before anything is timed. wrk is
+driven by :func:`load.run_wrk`, as in ``make bench``.
 
-    make bench                      # or: .venv/bin/python benchmarks/server.py --duration 10
+    make bench-quick                # or: .venv/bin/python benchmarks/server.py --duration 10
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -21,6 +21,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime
@@ -28,9 +29,9 @@ import onnxruntime
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from inferline.cli.demo import N_FEATURES, write_demo_model  # noqa: E402
+from load import run_wrk  # noqa: E402
 
-UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+from inferline.cli.demo import N_FEATURES, write_demo_model  # noqa: E402
 
 
 def free_port() -> int:
@@ -39,16 +40,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
+def ensure_wrk() -> None:
+    if shutil.which("wrk"):
+        return
     if os.geteuid() == 0 and shutil.which("apt-get"):
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False)
-    found = shutil.which("wrk")
-    if not found:
+    if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
-    return found
 
 
 def request_body(rows: np.ndarray) -> bytes:
@@ -61,7 +59,7 @@ def request_body(rows: np.ndarray) -> bytes:
     return json.dumps({"inputs": [tensor]}).encode()
 
 
-def post(url: str, body: bytes) -> dict[str, object]:
+def post(url: str, body: bytes) -> Any:
     req = urllib.request.Request(url, body, {"content-type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as response:
         return json.loads(response.read())
@@ -84,51 +82,11 @@ def wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
 def check_answer(url: str, model_file: Path, rows: np.ndarray) -> None:
     session = onnxruntime.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
     label, probabilities = session.run(None, {"input": rows})
-    outputs = {o["name"]: o["data"] for o in post(url, request_body(rows))["outputs"]}  # type: ignore[union-attr]
+    outputs = {o["name"]: o["data"] for o in post(url, request_body(rows))["outputs"]}
     np.testing.assert_array_equal(outputs["label"], label)
     np.testing.assert_allclose(
         np.array(outputs["probabilities"]).reshape(probabilities.shape), probabilities, rtol=1e-6
     )
-
-
-def run_wrk(
-    wrk: str, url: str, body: bytes, connections: int, duration: int, work: Path
-) -> dict[str, float]:
-    script = work / "post.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = {json.dumps(body.decode())}\n"
-    )
-    command = [
-        "taskset",
-        "-c",
-        "1",
-        wrk,
-        "-t1",
-        f"-c{connections}",
-        f"-d{duration}s",
-        "--latency",
-        "-s",
-        str(script),
-        url,
-    ]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    latency = {
-        m[0]: float(m[1]) * UNITS[m[2]]
-        for m in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-    }
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    socket_errors = re.search(r"Socket errors: (.*)", out)
-    return {
-        "connections": connections,
-        "rps": rps,
-        "p50_ms": latency["50"],
-        "p99_ms": latency["99"],
-        "non_2xx": int(errors.group(1)) if errors else 0,
-        "socket_errors": socket_errors.group(1) if socket_errors else "",
-    }
 
 
 def main() -> None:
@@ -147,7 +105,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    wrk = ensure_wrk()
+    ensure_wrk()
     work = Path(tempfile.mkdtemp(prefix="inferline-bench-"))
     model_file = write_demo_model(work / "models")
     http_port, grpc_port = free_port(), free_port()
@@ -184,16 +142,18 @@ def main() -> None:
         check_answer(url, model_file, rows)
         results = []
         for connections in (int(c) for c in args.connections.split(",")):
-            results.append(run_wrk(wrk, url, request_body(rows), connections, args.duration, work))
+            result = run_wrk(url, request_body(rows), connections, args.duration, process.pid)
+            results.append({"connections": connections, **result.as_dict()})
         print(
             f"\ninferline, demo ONNX forest, {args.rows} row(s)/request, "
             f"{args.workers} worker(s), wrk {args.duration}s {' '.join(args.server_env)}"
         )
-        print(f"{'connections':>11} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+        # errors: non-2xx answers plus socket errors (connect, read, write, timeout).
+        print(f"{'connections':>11} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>8}")
         for r in results:
             print(
                 f"{r['connections']:>11} {r['rps']:>10.0f} {r['p50_ms']:>8.3f} "
-                f"{r['p99_ms']:>8.2f} {r['non_2xx']:>8} {r['socket_errors']}"
+                f"{r['p99_ms']:>8.2f} {r['errors']:>8}"
             )
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
