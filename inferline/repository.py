@@ -30,7 +30,7 @@ class ModelFolder:
 
 def version_key(version: str) -> tuple[int, int | str]:
     """Numeric versions sort numerically and after named ones."""
-    return (1, int(version)) if version.isdigit() else (0, version)
+    return (1, int(version)) if version.isascii() and version.isdigit() else (0, version)
 
 
 def scan_model_dir(model_dir: Path) -> list[ModelFolder]:

@@ -230,7 +230,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
 async def _receive(request: Request, workdir: Path, filename: str) -> Path:
     """Stream an upload to disk (bounded); a tar archive becomes a folder artifact."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
         raise PayloadTooLarge(
             f"artifact of {declared} bytes is over the {MAX_UPLOAD_BYTES}-byte limit"
         )

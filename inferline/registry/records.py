@@ -51,7 +51,7 @@ def check_alias(alias: str) -> str:
 def parse_version(version: str | int) -> int:
     """A version number (positive integer), from a path segment or a flag."""
     text = str(version)
-    if not text.isdigit() or int(text) < 1 or len(text) > 9:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1 or len(text) > 9:
         raise BadRequest(f"invalid version {version!r}: expected a positive integer")
     return int(text)
 

@@ -116,7 +116,7 @@ class Registry:
 
     def resolve(self, name: str, ref: str | int | None = None) -> ModelVersion:
         """A version by number or alias; None means ``production``, else the latest."""
-        if ref is not None and str(ref).isdigit():
+        if ref is not None and str(ref).isascii() and str(ref).isdigit():
             return self.get(name, parse_version(ref))
         with self._tx() as c:
             model_id = self._model_id(c, check_name(name))

@@ -397,3 +397,20 @@ async def test_unknown_route_and_method(rest: httpx.AsyncClient) -> None:
     wrong = await rest.get("/v2/models/demo/infer")
     assert wrong.status_code == 405 and "not allowed" in wrong.json()["error"]
     assert (await rest.get("/v2/models/nope/ready")).status_code == 404
+
+
+@pytest.mark.parametrize("declared", ["\u00b2", "\u0663", "12a", "-1"])
+async def test_read_body_refuses_a_length_that_is_not_ascii_digits(declared: str) -> None:
+    """``"²".isdigit()`` is True and ``int("²")`` fails: that was a 500, not a 400."""
+    from starlette.requests import Request
+
+    from inferline.errors import BadRequest
+    from inferline.protocols.v2_rest import read_body
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": "/", "query_string": b""}
+    scope["headers"] = [(b"content-length", declared.encode())]
+    with pytest.raises(BadRequest, match="is not a number"):
+        await read_body(Request(scope, receive), 1000)

@@ -176,3 +176,14 @@ def test_concurrent_registrations_never_share_a_number(registry_url: str, tmp_pa
     numbers = [v.version for v in store.versions("race")]
     store.close()
     assert numbers == list(range(1, 33))
+
+
+@pytest.mark.parametrize("text", ["\u00b2", "\u0663", "0", "-3", "1234567890"])
+def test_parse_version_refuses_what_is_not_a_plain_positive_number(text: str) -> None:
+    from inferline.errors import BadRequest
+    from inferline.registry.records import parse_version
+    from inferline.repository import version_key
+
+    with pytest.raises(BadRequest, match="invalid version"):
+        parse_version(text)
+    assert version_key("\u00b2") == (0, "\u00b2")  # a named version, not a crash
