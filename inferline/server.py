@@ -55,6 +55,7 @@ def build_server_app(settings: Settings, dataplane: DataPlane | None = None) -> 
     monitor = _monitor(settings, plane, sync)
     if monitor is not None and telemetry.metrics is not None:
         telemetry.metrics.add_collector(MonitorCollector(monitor))
+        monitor.store.on_drop = telemetry.metrics.feedback_dropped.inc
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

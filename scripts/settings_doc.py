@@ -7,7 +7,15 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from inferline.settings import BatchingSettings, ModelSettings, Settings, TensorSpec
+from inferline.settings import (
+    BatchingSettings,
+    DriftSettings,
+    ModelSettings,
+    MonitoringSettings,
+    QualitySettings,
+    Settings,
+    TensorSpec,
+)
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
 
@@ -19,9 +27,8 @@ def table(model: type[BaseModel], prefix: str = "") -> list[str]:
         annotation = annotation.replace("typing.", "").replace("|", "\\|")
         value = None if field.is_required() else field.get_default(call_default_factory=True)
         default = "required" if field.is_required() else repr(_plain(value))
-        rows.append(
-            f"| `{prefix}{name}` | {annotation} | `{default}` | {field.description or ''} |"
-        )
+        meaning = " ".join((field.description or "").split())  # one table row per field
+        rows.append(f"| `{prefix}{name}` | {annotation} | `{default}` | {meaning} |")
     return rows
 
 
@@ -44,6 +51,21 @@ def render() -> str:
         "Precedence: command-line flags > environment > `--config` YAML file > defaults.",
         "",
         *table(Settings),
+        "",
+        "### `monitoring`",
+        "",
+        "Nested: `INFERLINE_MONITORING__QUALITY__STORE_URL=redis://…`, or under",
+        "`monitoring:` in the settings file (see [monitoring](monitoring.md)).",
+        "",
+        *table(MonitoringSettings, "monitoring."),
+        "",
+        "### `monitoring.quality`",
+        "",
+        *table(QualitySettings, "monitoring.quality."),
+        "",
+        "### `monitoring.drift`",
+        "",
+        *table(DriftSettings, "monitoring.drift."),
         "",
         "## Model (`model-settings.yaml`)",
         "",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from inferline.errors import ModelLoadError
-from inferline.settings import Settings, load_model_settings
+from inferline.settings import QualitySettings, Settings, load_model_settings
 from scripts.settings_doc import DOC, render
 
 
@@ -70,3 +72,12 @@ def test_bad_model_settings_name_the_problem(tmp_path: Path, text: str, message:
     (folder / "model-settings.yaml").write_text(text)
     with pytest.raises(ModelLoadError, match=message.replace("[", r"\[")):
         load_model_settings(folder)
+
+
+def test_a_feedback_store_url_needs_redis_and_says_how(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert QualitySettings(store_url="redis://h:6379/0").store_url == "redis://h:6379/0"
+    with pytest.raises(ValidationError, match="must be a redis://, rediss:// or unix:// URL"):
+        QualitySettings(store_url="postgresql://user:secret@h/db")
+    monkeypatch.setitem(sys.modules, "redis", None)  # as if the extra were not installed
+    with pytest.raises(ValidationError, match=r"pip install 'inferline\[redis\]'"):
+        QualitySettings(store_url="redis://h:6379/0")

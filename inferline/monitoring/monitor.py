@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inferline.errors import BadRequest, NotFound
+from inferline.errors import BadRequest, NotFound, Unavailable
 from inferline.monitoring.alerts import AlertEngine, Reading, flatten, request_figures
 from inferline.monitoring.drift import compare
-from inferline.monitoring.quality import FeedbackJoin, Pending, QualityWindow, match_truth
+from inferline.monitoring.feedback_join import Pending
+from inferline.monitoring.feedback_store import FeedbackStore, Joined, open_store
+from inferline.monitoring.quality import match_truth, window_report
 from inferline.monitoring.records import InferenceRecord
 from inferline.monitoring.skew import FirstRows, ServedRows, columns, skew_report
 from inferline.registry.store import Registry
@@ -43,7 +45,6 @@ PROFILE_FILE = "reference-profile.json"
 class _Version:
     served: ServedRows
     first: FirstRows
-    quality: QualityWindow
     #: (arrival, latency seconds, answered 200)
     requests: deque[tuple[float, float, bool]] = field(default_factory=deque)
 
@@ -62,7 +63,11 @@ class Monitor:
         self.profile_for = profile_for
         self.hint_for = hint_for
         self.clock = clock
-        self.join = FeedbackJoin(settings.quality.pending, settings.quality.pending_seconds, clock)
+        #: Answered requests waiting for their truth, and the joined pairs: in the process,
+        #: or in Redis shared by workers and replicas (``quality.store_url``).
+        self.store: FeedbackStore = open_store(settings.quality, clock)
+        #: Versions with a window in the store, as of the last refresh (other workers' too).
+        self._stored: set[tuple[str, str]] = set()
         self.alerts = AlertEngine(settings.alerts)
         #: Figures from the last refresh, per (model, version): what the gauges read.
         self.latest: dict[tuple[str, str], dict[str, Any]] = {}
@@ -82,28 +87,34 @@ class Monitor:
         if ok and record.outputs is not None:
             state.served.add(record.started, record.inputs, record.outputs)
             state.first.add(record.started, record.inputs, record.outputs)
-            pending = Pending(record.model, record.version, record.started, record.outputs)
-            self.join.remember(record.request_id, pending)
+            self.store.remember(
+                record.request_id, record.model, record.version, record.started, record.outputs
+            )
 
     def _state(self, model: str, version: str) -> _Version:
         state = self._versions.get((model, version))
         if state is None:
-            drift, quality = self.settings.drift, self.settings.quality
+            drift = self.settings.drift
             state = _Version(
                 ServedRows(drift.window_rows),
                 FirstRows(drift.skew_rows),
-                QualityWindow(quality.window),
                 deque(maxlen=self.settings.request_window),
             )
             self._versions[(model, version)] = state
         return state
 
     # -- ground truth --------------------------------------------------------------------
-    def feedback(self, items: list[tuple[str, Any]]) -> dict[str, Any]:
-        """Join truths to answered requests: counts accepted, lists unknown and refused ids."""
-        accepted, unknown, rejected = 0, [], []
-        for request_id, truth in items:
-            pending = self.join.take(request_id)
+    async def feedback(self, items: list[tuple[str, Any]]) -> dict[str, Any]:
+        """Join truths to answered requests: counts accepted, lists unknown and refused ids.
+
+        Raises :class:`Unavailable` when a shared store cannot be reached: the truths
+        may be sent again.
+        """
+        found = await self.store.take([request_id for request_id, _ in items])
+        unknown, rejected = [], []
+        joined: list[Joined] = []
+        refused: list[tuple[str, Pending]] = []
+        for (request_id, truth), pending in zip(items, found, strict=True):
             if pending is None:
                 unknown.append(request_id)
                 continue
@@ -111,23 +122,28 @@ class Monitor:
             try:
                 reading, values = match_truth(pending, truth, hint)
             except BadRequest as exc:
-                self.join.remember(request_id, pending)  # may be sent again, corrected
+                refused.append((request_id, pending))  # may be sent again, corrected
                 rejected.append({"request_id": request_id, "error": exc.message})
                 continue
-            self._state(pending.model, pending.version).quality.add(self.clock(), reading, values)
-            accepted += 1
-        return {"accepted": accepted, "unknown": unknown, "rejected": rejected}
+            joined.append((pending, reading, values))
+        if refused:
+            await self.store.put_back(refused)
+        if joined:
+            await self.store.add(self.clock(), joined)
+        return {"accepted": len(joined), "unknown": unknown, "rejected": rejected}
 
     # -- reports (call from a thread: they may take a while) ------------------------------
     def versions(self, model: str) -> list[str]:
-        return sorted(v for m, v in list(self._versions) if m == model)
+        """Versions seen here, or with pairs in the store at the last refresh."""
+        seen = {v for m, v in [*list(self._versions), *self._stored] if m == model}
+        return sorted(seen)
 
     def quality_report(
         self, model: str, version: str, since: float | None = None
     ) -> dict[str, Any]:
-        state = self._versions.get((model, version))
-        report = state.quality.report(since) if state else {"pairs": 0, "metrics": {}}
-        return {"model": model, "version": version, **report}
+        """Figures over the version's window (shared by workers with a Redis store)."""
+        task, rows = self.store.window(model, version)
+        return {"model": model, "version": version, **window_report(task, rows, since)}
 
     def drift_report(self, model: str, version: str, since: float | None = None) -> dict[str, Any]:
         state = self._versions.get((model, version))
@@ -182,34 +198,58 @@ class Monitor:
             self._profiles[key] = self.profile_for(model, version) if self.profile_for else None
         return self._profiles[key]
 
-    def figures(self, model: str, version: str, since: float | None = None) -> dict[str, float]:
-        """Every figure an alert rule may name, flat (``quality.f1``, ``drift.share``, ...)."""
+    def figures(
+        self, model: str, version: str, since: float | None = None, quality: bool = True
+    ) -> dict[str, float]:
+        """Every figure an alert rule may name, flat (``quality.f1``, ``drift.share``, ...).
+
+        Without ``quality`` (or while its shared store is unreachable) no ``quality.*``.
+        """
         return flatten(
-            self.quality_report(model, version, since),
+            (self._quality(model, version, since) if quality else None) or {},
             self.drift_report(model, version, since),
             self._requests(model, version, since),
         )
+
+    def _quality(self, model: str, version: str, since: float | None) -> dict[str, Any] | None:
+        """The quality report; None while a shared store is unreachable."""
+        try:
+            return self.quality_report(model, version, since)
+        except Unavailable:
+            return None
 
     def _requests(self, model: str, version: str, since: float | None) -> dict[str, float]:
         state = self._versions.get((model, version))
         return request_figures(state.requests.copy() if state else [], self.clock(), since)
 
     def refresh(self) -> list[Reading]:
-        """Recompute every version's figures (for the gauges) and the rules' readings."""
+        """Recompute every version's figures (for the gauges) and the rules' readings.
+
+        While a shared store is unreachable its gauges keep their last figures, and
+        rules on quality see none.
+        """
         readings: list[Reading] = []
-        for model, version in list(self._versions):
-            quality = self.quality_report(model, version)
+        try:
+            self._stored = self.store.versions()
+            reachable = True
+        except Unavailable as exc:
+            logger.warning("quality figures not refreshed: %s", exc.message)
+            reachable = False  # no call per version to find it out again
+        for model, version in sorted({*list(self._versions), *self._stored}):
+            quality = self._quality(model, version, None) if reachable else None
             drift = self.drift_report(model, version)
-            self.latest[(model, version)] = {"quality": quality, "drift": drift}
+            last = self.latest.get((model, version), {}).get("quality", {"pairs": 0})
+            self.latest[(model, version)] = {"quality": quality or last, "drift": drift}
             flat: dict[float | None, dict[str, float]] = {
-                None: flatten(quality, drift, self._requests(model, version, None))
+                None: flatten(quality or {}, drift, self._requests(model, version, None))
             }
             for rule in self.alerts.rules:
                 if rule.model not in (None, model) or rule.version not in (None, version):
                     continue
                 window = rule.window_seconds
                 if window not in flat:
-                    flat[window] = self.figures(model, version, self.clock() - (window or 0))
+                    since = self.clock() - (window or 0)
+                    flat[window] = self.figures(model, version, since, quality=reachable)
                 value = flat[window].get(rule.metric)
                 if value is not None:
                     readings.append((rule, model, version, value))
@@ -217,6 +257,7 @@ class Monitor:
 
     # -- the monitor's task ----------------------------------------------------------------
     async def start(self) -> None:
+        await self.store.start()
         await self.alerts.start()
         self._stopping = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="inferline-monitor")
@@ -227,6 +268,7 @@ class Monitor:
             await asyncio.wait([self._task])
             self._task = None
         await self.alerts.stop()
+        await self.store.stop()
 
     async def tick(self) -> list[dict[str, Any]]:
         """One round: refresh figures in a thread, then fire what the rules say."""

@@ -10,9 +10,8 @@ classes, ROC AUC from the probability output when there is one.
 from __future__ import annotations
 
 import re
-import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,64 +19,25 @@ import numpy as np
 from scipy import stats
 
 from inferline.errors import BadRequest
+from inferline.monitoring.feedback_join import Pending
 from inferline.settings import ModelMonitoring
 
 __all__ = [
-    "FeedbackJoin",
-    "Pending",
     "QualityWindow",
     "Reading",
+    "Row",
     "classification_metrics",
+    "joined_rows",
     "match_truth",
     "read_outputs",
     "regression_metrics",
+    "window_report",
 ]
 
 Array = np.ndarray[Any, Any]
 
 _LABEL_NAME = re.compile(r"label|class|predict|prediction|output|target|y$", re.IGNORECASE)
 _PROBA_NAME = re.compile(r"prob|proba|score", re.IGNORECASE)
-
-
-@dataclass(slots=True, frozen=True)
-class Pending:
-    """An answered request waiting for its truth."""
-
-    model: str
-    version: str
-    at: float
-    outputs: Mapping[str, Array]
-
-
-class FeedbackJoin:
-    """Answered requests by id; the oldest go when it is full or they are too old."""
-
-    def __init__(self, size: int, seconds: float, clock: Callable[[], float] = time.time) -> None:
-        self.size, self.seconds, self.clock = size, seconds, clock
-        self._pending: OrderedDict[str, Pending] = OrderedDict()
-
-    def remember(self, request_id: str, pending: Pending) -> None:
-        """O(1) amortised: called on the event loop for every answered request."""
-        if not request_id:
-            return
-        self._pending[request_id] = pending
-        self._pending.move_to_end(request_id)
-        while len(self._pending) > self.size:
-            self._pending.popitem(last=False)
-        self._expire()
-
-    def take(self, request_id: str) -> Pending | None:
-        """The request's answer, once: a second truth for the same id is unknown."""
-        self._expire()
-        return self._pending.pop(request_id, None)
-
-    def _expire(self) -> None:
-        oldest = self.clock() - self.seconds
-        while self._pending:
-            first = next(iter(self._pending.values()))
-            if first.at >= oldest:
-                break
-            self._pending.popitem(last=False)
 
 
 @dataclass(slots=True, frozen=True)
@@ -169,37 +129,51 @@ def match_truth(
     return reading, values
 
 
+#: One joined pair: (joined at, prediction, truth, the row's scores or None).
+Row = tuple[float, Any, Any, Any]
+
+
+def joined_rows(at: float, reading: Reading, truths: Sequence[Any]) -> list[Row]:
+    """A joined request's pairs, one per row it had."""
+    scores = reading.scores
+    return [
+        (at, predicted, truth, scores[i] if scores is not None else None)
+        for i, (predicted, truth) in enumerate(zip(reading.predictions, truths, strict=True))
+    ]
+
+
 class QualityWindow:
-    """The most recent (prediction, truth, scores) rows of one model version."""
+    """The most recent joined pairs of one model version, in this process."""
 
     def __init__(self, size: int) -> None:
         self.task = "classification"
-        self._rows: deque[tuple[float, Any, Any, Array | None]] = deque(maxlen=size)
+        self._rows: deque[Row] = deque(maxlen=size)
 
-    def add(self, at: float, reading: Reading, truths: Sequence[Any]) -> None:
-        self.task = reading.task
-        for i, (predicted, truth) in enumerate(zip(reading.predictions, truths, strict=True)):
-            score = reading.scores[i] if reading.scores is not None else None
-            self._rows.append((at, predicted, truth, score))
+    def add(self, task: str, rows: Sequence[Row]) -> None:
+        self.task = task
+        self._rows.extend(rows)
 
-    def report(self, since: float | None = None) -> dict[str, Any]:
-        """Figures over the window (or its rows since ``since``); safe from a thread."""
-        rows = [r for r in self._rows.copy() if since is None or r[0] >= since]
-        result: dict[str, Any] = {"task": self.task, "pairs": len(rows), "metrics": {}}
-        if not rows:
-            return result
-        predicted = [r[1] for r in rows]
-        truth = [r[2] for r in rows]
-        if self.task == "regression":
-            result["metrics"] = regression_metrics(
-                np.array(truth, float), np.array(predicted, float)
-            )
-            return result
-        scores = None
-        if all(r[3] is not None for r in rows):
-            scores = np.stack([np.asarray(r[3], dtype=np.float64) for r in rows])
-        result["metrics"] = classification_metrics(truth, predicted, scores)
+    def snapshot(self) -> list[Row]:
+        """The rows now; safe from a thread."""
+        return list(self._rows.copy())
+
+
+def window_report(task: str, rows: Sequence[Row], since: float | None = None) -> dict[str, Any]:
+    """Figures over a window's rows (or those joined since ``since``)."""
+    rows = [r for r in rows if since is None or r[0] >= since]
+    result: dict[str, Any] = {"task": task, "pairs": len(rows), "metrics": {}}
+    if not rows:
         return result
+    predicted = [r[1] for r in rows]
+    truth = [r[2] for r in rows]
+    if task == "regression":
+        result["metrics"] = regression_metrics(np.array(truth, float), np.array(predicted, float))
+        return result
+    scores = None
+    if all(r[3] is not None for r in rows):
+        scores = np.stack([np.asarray(r[3], dtype=np.float64) for r in rows])
+    result["metrics"] = classification_metrics(truth, predicted, scores)
+    return result
 
 
 def classification_metrics(

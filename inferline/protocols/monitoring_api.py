@@ -1,6 +1,7 @@
 """Monitoring over HTTP: ground-truth feedback, quality, drift and the drift report.
 
-The windows live in the server process, so ``inferline monitor`` reads them here.
+The windows live in the server process (or in Redis, shared by its workers, with
+``monitoring.quality.store_url``), so ``inferline monitor`` reads them here.
 Reports are computed on request, in a thread: statistics never hold the event loop.
 """
 
@@ -32,7 +33,7 @@ def routes(dataplane: DataPlane, monitor: Monitor) -> list[Route]:
     async def feedback(request: Request) -> Response:
         """Send true values for answered requests, by request id (one or many)."""
         items = _feedback_items(await read_body(request, dataplane.settings.max_body_bytes))
-        return json_response(request, monitor.feedback(items))
+        return json_response(request, await monitor.feedback(items))
 
     async def quality(request: Request) -> Response:
         """Quality figures per version, over the feedback window."""

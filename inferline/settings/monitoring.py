@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Stattest = Literal["auto", "ks", "chisquare", "z", "wasserstein", "jensenshannon", "psi"]
 
@@ -51,6 +52,25 @@ class QualitySettings(BaseModel):
     """Answered requests kept waiting for their truth; the oldest go first."""
     pending_seconds: float = Field(default=86_400.0, gt=0)
     """How long an answered request waits for its truth."""
+    store_url: str | None = None
+    """``redis://…`` to keep answered requests waiting for their truth, and the quality
+    windows, in Redis: shared by ``--workers N`` processes and replicas (needs
+    ``inferline[redis]``). None keeps them in the process."""
+    store_prefix: str = Field(default="inferline:feedback:", min_length=1)
+    """Prefix of the store's Redis keys; deployments sharing one Redis keep apart by it."""
+
+    @field_validator("store_url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        scheme = url.partition(":")[0]
+        if scheme not in ("redis", "rediss", "unix"):
+            kinds = "a redis://, rediss:// or unix:// URL"
+            raise ValueError(f"store_url must be {kinds}, not {scheme}:")
+        if importlib.util.find_spec("redis") is None:
+            raise ValueError("store_url needs the Redis client: pip install 'inferline[redis]'")
+        return url
 
 
 class RetrainHook(BaseModel):

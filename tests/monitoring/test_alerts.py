@@ -173,7 +173,7 @@ async def test_the_monitor_task_fires_from_served_traffic(receiver: Receiver) ->
     for i in range(6):
         served(monitor, 100.0 + i, 0.01, 1, f"new-{i}")
     now.now = 106.0
-    answer = monitor.feedback([(f"new-{i}", i % 2) for i in range(6)])  # half wrong
+    answer = await monitor.feedback([(f"new-{i}", i % 2) for i in range(6)])  # half wrong
     assert answer["accepted"] == 6
     await monitor.start()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -46,7 +47,7 @@ def exported_names() -> set[str]:
     metrics.refresh(
         {"models_loaded": 1, "inflight": {"fraud": 0}, "queue_depth": {("fraud", "1"): 0}}
     )
-    assert monitor.feedback([("r0", [1, 0, 1, 0])])["accepted"] == 1
+    assert asyncio.run(monitor.feedback([("r0", [1, 0, 1, 0])]))["accepted"] == 1
     monitor.refresh()
     registry.register(MonitorCollector(monitor))
     text = generate_latest(registry).decode()

@@ -11,6 +11,8 @@ import httpx
 import numpy as np
 import pytest
 import skops.io as sio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn import metrics
 from sklearn.datasets import make_classification, make_regression
@@ -18,6 +20,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 
 from inferline import lifecycle
 from inferline.cli.demo import demo_data
+from inferline.monitoring.feedback_join import FeedbackJoin
 from inferline.registry.store import Registry
 from inferline.server import build_server_app
 from inferline.settings import MonitoringSettings, Settings
@@ -232,3 +235,161 @@ async def test_malformed_unknown_and_refused_feedback(client: httpx.AsyncClient)
     assert (await quality(client, "fraud"))["pairs"] == 4
     missing = await client.get("/api/v1/models/nope/quality")
     assert missing.status_code == 404 and "nope" in missing.json()["error"]
+
+
+# -- the join: bounded by count and age, no O(n) step ------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+OUT = {"label": np.array([1])}
+
+
+def test_the_join_keeps_the_newest_size_entries_and_each_truth_once() -> None:
+    clock = Clock()
+    join = FeedbackJoin(3, 60, clock)
+    for name in "abcd":
+        join.remember(name, "m", "1", clock(), OUT)
+    assert len(join) == 3
+    assert join.take("a") is None  # the oldest went when the fourth came
+    taken = join.take("b")
+    assert taken is not None and (taken.model, taken.version, taken.at) == ("m", "1", 1000.0)
+    assert taken.outputs is OUT
+    assert join.take("b") is None  # a second truth for the same id is unknown
+    join.remember("b", "m", "1", taken.at, OUT)  # a refused truth may be sent again
+    assert join.take("b") is not None
+    assert join.take("") is None and len(join) == 2
+
+
+def test_generations_bound_the_count_and_go_whole() -> None:
+    clock = Clock()
+    join = FeedbackJoin(100, 60, clock, generation=10)
+    for i in range(1000):
+        join.remember(f"r{i}", "m", "1", clock(), {"label": np.array([i])})
+        assert len(join) <= 100
+    assert len(join) >= 91  # at most one generation short of the bound
+    kept = [i for i in range(1000) if join.take(f"r{i}") is not None]
+    assert kept == list(range(1000 - len(kept), 1000))  # the newest, in one run
+    assert not join._dying  # dropped generations were freed along the way
+
+
+def test_age_expires_entries_and_whole_generations() -> None:
+    clock = Clock()
+    join = FeedbackJoin(100, 60, clock, generation=5)
+    for i in range(10):  # the first generation closes at t=1000 when the sixth comes
+        join.remember(f"old{i}", "m", "1", clock(), OUT)
+    clock.now += 30
+    join.remember("mid", "m", "1", clock(), OUT)  # closes the second generation at t=1030
+    clock.now += 45  # t=1075: the first ten are 75 s old, "mid" 45 s
+    assert join.take("old9") is None  # too old by its own age...
+    assert len(join) == 5  # ...though its generation, closed 45 s ago, stays a while
+    assert join.take("old0") is None  # the first generation (closed 75 s ago) went whole
+    join.remember("fresh", "m", "1", clock(), OUT)
+    clock.now = 1091
+    assert join.take("nothing") is None
+    assert len(join) == 2  # the second generation went too; the open one is kept
+    assert join.take("mid") is None and join.take("fresh") is not None
+    join.remember("late", "m", "1", clock(), OUT)
+    clock.now += 61
+    assert join.take("late") is None  # an entry's own age counts, in an open generation
+
+
+def test_an_id_remembered_twice_is_taken_once_newest_first() -> None:
+    clock = Clock()
+    join = FeedbackJoin(100, 60, clock, generation=2)
+    first, second = {"label": np.array([0])}, {"label": np.array([1])}
+    join.remember("x", "m", "1", clock(), first)
+    for i in range(5):
+        join.remember(f"r{i}", "m", "1", clock(), OUT)
+    join.remember("x", "m", "2", clock(), second)
+    taken = join.take("x")
+    assert taken is not None and taken.version == "2" and taken.outputs is second
+    assert join.take("x") is None
+
+
+class Reference:
+    """What the join must answer: of the last ``size`` answers remembered, those not
+    taken and not older than ``seconds``."""
+
+    def __init__(self, size: int, seconds: float) -> None:
+        self.size, self.seconds = size, seconds
+        self.entries: list[tuple[str, float] | None] = []  # None: taken
+
+    def remember(self, request_id: str, at: float) -> None:
+        self.entries.append((request_id, at))
+        del self.entries[: -self.size]
+
+    def take(self, request_id: str, now: float) -> float | None:
+        for i, entry in enumerate(self.entries):
+            if entry is not None and entry[0] == request_id:
+                self.entries[i] = None
+                return entry[1] if entry[1] >= now - self.seconds else None
+        return None
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    size=st.integers(1, 31),
+    seconds=st.sampled_from([5.0, 50.0, 1e9]),
+    steps=st.lists(
+        st.tuples(st.sampled_from(["remember", "take", "again", "tick"]), st.integers(0, 40)),
+        max_size=120,
+    ),
+)
+def test_small_joins_answer_exactly_as_the_reference(
+    size: int, seconds: float, steps: list[tuple[str, int]]
+) -> None:
+    """One entry per generation while ``size`` < 32: the bound is exact."""
+    clock = Clock()
+    join, reference = FeedbackJoin(size, seconds, clock), Reference(size, seconds)
+    served: list[str] = []
+    taken: dict[str, float] = {}
+    for action, n in steps:
+        if action == "remember":
+            served.append(f"r{len(served)}")
+            join.remember(served[-1], "m", "1", clock(), OUT)
+            reference.remember(served[-1], clock())
+        elif action == "take" and served:  # mostly near the oldest entry still kept
+            request_id = served[max(0, len(served) - 1 - n % (size + 3))]
+            expected = reference.take(request_id, clock())
+            got = join.take(request_id)
+            assert (got.at if got else None) == expected, request_id
+            if got is not None:
+                taken[request_id] = got.at
+        elif action == "again" and taken:  # a refused truth: its answer goes back
+            request_id = sorted(taken)[n % len(taken)]
+            at = taken.pop(request_id)
+            join.remember(request_id, "m", "1", at, OUT)
+            reference.remember(request_id, at)
+        elif action == "tick":
+            clock.now += n
+        assert len(join) <= size
+
+
+def test_one_id_sent_again_and_again_stays_bounded() -> None:
+    """A client reusing one request id: each answer counts towards the bound."""
+    clock = Clock()
+    join = FeedbackJoin(100, 60, clock, generation=10)
+    for i in range(1000):
+        join.remember("same", "m", "1", clock(), {"label": np.array([i])})
+    kept = sum(len(g.outputs) for g in [join._newest, *join._closed, *join._dying])
+    assert kept <= 100 + 10  # the bound, and what is left of a dropped generation
+    taken = join.take("same")
+    assert taken is not None and taken.outputs["label"][0] == 999
+    assert join.take("same") is None
+
+
+def test_truths_coming_back_fast_free_memory_too() -> None:
+    """Every answer taken at once: generations still go by count, not only by age."""
+    clock = Clock()
+    join = FeedbackJoin(100, 86_400, clock, generation=10)
+    for i in range(1000):
+        join.remember(f"r{i}", "m", "1", clock(), OUT)
+        assert join.take(f"r{i}") is not None
+    assert len(join._closed) <= 9 and len(join) == 0
