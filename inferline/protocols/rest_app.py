@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -26,6 +27,8 @@ from inferline.protocols.status import (
     error_body,
     new_request_id,
 )
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["build_app"]
 
@@ -53,6 +56,7 @@ def build_app(
             *openapi.routes(),
         ],
         exception_handlers={
+            ClientDisconnect: _client_gone,
             InferlineError: _error_response,
             HTTPException: _http_error,
             Exception: _error_response,
@@ -109,6 +113,12 @@ async def _error_response(request: Request, exc: Exception) -> Response:
     error = as_inferline_error(exc, request_id)
     headers = {REQUEST_ID_HEADER: request_id, **dict(error.headers)}
     return Response(error_body(error), error.http_status, headers, media_type="application/json")
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client left before its request was read: nobody to answer, nothing to trace."""
+    logger.info("client went away before its request to %s was read", request.url.path)
+    return Response(status_code=400)  # never delivered; uvicorn drops it
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -14,6 +14,7 @@ same as the other endpoints'.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,6 +34,8 @@ from inferline.protocols.status import (
     error_body,
     new_request_id,
 )
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["BINARY_HEADER", "Infer", "infer_path_params", "json_response", "read_body", "routes"]
 
@@ -158,6 +161,9 @@ class Infer:
             status, headers, payload = await self._answer(
                 scope, receive, declared, json_length, cache_control, request_id
             )
+        except ClientDisconnect:  # nobody left to answer, and nothing went wrong here
+            logger.info("client went away before its request %s was read", request_id)
+            return
         except Exception as exc:
             error = as_inferline_error(exc, request_id)
             status, payload = error.http_status, error_body(error)
