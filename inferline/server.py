@@ -132,6 +132,7 @@ async def _serve(settings: Settings) -> None:
         http="httptools",
         lifespan="on",
         access_log=False,
+        log_config=None,  # keep configure_logging's JSON handler for uvicorn's own lines
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
     )

@@ -16,6 +16,7 @@ from inferline.monitoring.logs import RequestLog, configure_logging
 from inferline.monitoring.records import InferenceRecord
 from inferline.server import build_server_app
 from inferline.settings import Settings
+from tests.conftest import start_server, stop_server
 
 ROW = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 20], "data": [0.5] * 20}]}
 
@@ -149,3 +150,16 @@ async def test_a_loop_turn_is_written_once() -> None:
     await asyncio.sleep(0)
     assert stream.writes == 1
     assert [line["request_id"] for line in _lines(stream)] == [f"r{i}" for i in range(50)]
+
+
+def test_every_line_a_server_writes_is_json(model_dir: Path, tmp_path: Path) -> None:
+    """uvicorn's own lines (startup, shutdown) included: a log shipper sees one format."""
+    log = tmp_path / "server.log"
+    server = start_server(model_dir, log)
+    try:
+        httpx.post(f"http://{server.http_url}/v2/models/demo/infer", json=ROW).raise_for_status()
+    finally:
+        stop_server(server)
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    loggers = {json.loads(line)["logger"] for line in lines}  # fails on any non-JSON line
+    assert {"uvicorn.error", "inferline.requests", "inferline.server"} <= loggers
