@@ -71,6 +71,7 @@ def build_server_app(settings: Settings, dataplane: DataPlane | None = None) -> 
             v2_grpc.add_to_server(grpc_server, plane)
             port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
             await grpc_server.start()
+            v2_grpc.batch_grpc_threads()
             logger.info("gRPC listening on %s:%d", settings.host, port)
         try:
             yield

@@ -12,18 +12,25 @@ Typed inputs are read with one ``np.asarray`` over the repeated field (12 µs fo
 100k FP32, against 2.5 ms for ``np.fromiter``). Numeric outputs go into typed
 fields with ``extend(array.ravel().tolist())``: measured against
 ``extend(array)`` it is 2x (INT64) to 16x (BOOL) faster.
+
+``decode_infer`` and ``encode_infer`` work on the wire bytes of ``ModelInfer``:
+the common shape (raw contents, no parameters) goes through the hand-written
+reader and writer in ``_grpc_wire.py``, everything else through the protobuf
+runtime and the message converters below. Both share the per-tensor checks.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from inferline.codecs import decode_bytes_raw, encode_bytes_raw
 from inferline.errors import InvalidInput
+from inferline.protocols import _grpc_wire
 from inferline.protocols._generated import inference_pb2 as pb
 from inferline.types import (
     DATATYPES,
@@ -34,9 +41,75 @@ from inferline.types import (
     Tensor,
 )
 
-__all__ = ["decode_request", "encode_response", "from_parameters", "to_parameters"]
+__all__ = [
+    "decode_infer",
+    "decode_request",
+    "encode_infer",
+    "encode_response",
+    "from_parameters",
+    "to_parameters",
+]
 
 _ParameterMap = Mapping[str, pb.InferParameter]
+#: Little-endian dtype per datatype, for raw contents.
+_WIRE_DTYPES = {name: row.dtype.newbyteorder("<") for name, row in DATATYPES.items()}
+
+
+class DecodedInfer(NamedTuple):
+    """What ``ModelInfer`` needs from a request: the target, the tensors, the form used."""
+
+    model_name: str
+    model_version: str
+    request: InferRequest
+    #: The client sent raw contents (and so gets a raw answer, as Triton does).
+    raw: bool
+
+
+def decode_infer(data: bytes, *, max_tensors: int, max_elements: int) -> DecodedInfer:
+    """A serialized ``ModelInferRequest`` as tensors; anything malformed is InvalidInput."""
+    wire = _grpc_wire.parse_request(data)
+    # Raw contents, one per input and within the limit: the common shape, read by hand.
+    if wire is not None and 0 < len(wire.inputs) == len(wire.raw_input_contents) <= max_tensors:
+        return _from_wire(wire, max_elements)
+    # Typed contents, parameters, or something to refuse: the protobuf runtime decides.
+    try:
+        message = pb.ModelInferRequest.FromString(data)
+    except DecodeError as exc:
+        # "Error parsing message with type '...': <reason>": keep the reason.
+        reason = str(exc).rpartition(": ")[2] or "cannot parse it"
+        raise InvalidInput(f"request is not a valid inference.ModelInferRequest: {reason}") from exc
+    request = decode_request(message, max_tensors=max_tensors, max_elements=max_elements)
+    return DecodedInfer(
+        message.model_name, message.model_version, request, bool(message.raw_input_contents)
+    )
+
+
+def _from_wire(wire: _grpc_wire.WireRequest, max_elements: int) -> DecodedInfer:
+    tensors = []
+    for (name, datatype, shape), buffer in zip(wire.inputs, wire.raw_input_contents, strict=True):
+        row = _datatype(name, datatype)
+        count = _element_count(name, shape, max_elements)
+        tensors.append(Tensor(name, row.name, shape, _from_raw(name, row, shape, count, buffer)))
+    outputs = [RequestedOutput(name) for name in wire.outputs] or None
+    request = InferRequest(inputs=tensors, id=wire.id or None, outputs=outputs)
+    return DecodedInfer(wire.model_name, wire.model_version, request, True)
+
+
+def encode_infer(response: InferResponse, *, raw: bool) -> bytes:
+    """The serialized ``ModelInferResponse``: raw if asked or if an output has no typed field."""
+    outputs = response.outputs
+    raw = raw or any(not DATATYPES[t.datatype].contents_field for t in outputs)
+    if raw and not response.parameters and not any(t.parameters for t in outputs):
+        return _grpc_wire.encode_response(
+            response.model_name,
+            response.model_version,
+            response.id or "",
+            [
+                (t.name, t.datatype, t.shape, _to_raw(DATATYPES[t.datatype], t.data))
+                for t in outputs
+            ],
+        )
+    return encode_response(response, raw=raw).SerializeToString()
 
 
 def decode_request(
@@ -108,7 +181,7 @@ def _from_raw(name: str, row: Datatype, shape: list[int], count: int, buffer: by
             f"raw_input_contents; got {len(buffer)}"
         )
     # Zero-copy view over the message's bytes (read-only).
-    return np.frombuffer(buffer, dtype=row.dtype.newbyteorder("<")).reshape(shape)
+    return np.frombuffer(buffer, dtype=_WIRE_DTYPES[row.name]).reshape(shape)
 
 
 def _from_contents(
@@ -167,7 +240,7 @@ def encode_response(response: InferResponse, *, raw: bool) -> pb.ModelInferRespo
 def _to_raw(row: Datatype, data: Any) -> bytes:
     if row.name == "BYTES":
         return encode_bytes_raw(data)
-    return np.ascontiguousarray(data, dtype=row.dtype.newbyteorder("<")).tobytes()
+    return np.ascontiguousarray(data, dtype=_WIRE_DTYPES[row.name]).tobytes()
 
 
 def _as_bytes(value: Any) -> bytes:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import struct
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -470,6 +472,30 @@ async def test_bad_requests_get_precise_statuses(
     await still_serving(stub)
 
 
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [(b"\x0a\x05ab", "Wire format was corrupt"), (b"\x0a\x02\xff\xfe", "bad UTF-8")],
+    ids=["truncated", "bad-utf8"],
+)
+async def test_malformed_body_is_invalid_argument(
+    channel: grpc.aio.Channel, stub: pb_grpc.GRPCInferenceServiceStub, body: bytes, reason: str
+) -> None:
+    """Bytes that are not a ModelInferRequest: a client error with the request id, not UNKNOWN."""
+    infer = channel.unary_unary(
+        "/inference.GRPCInferenceService/ModelInfer",
+        request_serializer=lambda data: data,
+        response_deserializer=pb.ModelInferResponse.FromString,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await infer(body, metadata=(("x-request-id", "bad-body"),))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = info.value.details()
+    assert details.startswith("request is not a valid inference.ModelInferRequest: "), details
+    assert reason in details and "Traceback" not in details and "class" not in details
+    assert trailers(info.value.trailing_metadata())["x-request-id"] == "bad-body"
+    await still_serving(stub)
+
+
 async def test_unexpected_error_is_internal_with_request_id_and_no_traceback(
     stub: pb_grpc.GRPCInferenceServiceStub,
     channel: grpc.aio.Channel,
@@ -535,6 +561,22 @@ def test_server_options_come_from_settings(settings: Settings) -> None:
         "grpc.max_send_message_length": 7,
         "grpc.so_reuseport": 1,
     }
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux-only")
+async def test_grpc_threads_yield_to_the_loop(grpc_address: str) -> None:
+    """grpc's threads no longer preempt the event loop; the loop's own thread is unchanged."""
+    assert v2_grpc.batch_grpc_threads() > 0
+    policies = {}
+    for task in os.listdir("/proc/self/task"):
+        comm = Path(f"/proc/self/task/{task}/comm").read_text().strip()
+        policies[int(task)] = (comm, os.sched_getscheduler(int(task)))
+    grpc_threads = [p for c, p in policies.values() if c.startswith(("event_engine", "grpc_"))]
+    assert grpc_threads and set(grpc_threads) == {os.SCHED_BATCH}
+    poller = [t for t in threading.enumerate() if "(_poll_wrapper)" in t.name]
+    poller_policies = {policies[t.native_id][1] for t in poller if t.native_id}
+    assert poller_policies == {os.SCHED_BATCH}
+    assert os.sched_getscheduler(threading.main_thread().native_id or 0) == os.SCHED_OTHER
 
 
 # -- health ---------------------------------------------------------------------------
