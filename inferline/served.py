@@ -42,6 +42,11 @@ class ServedModel:
         if self.batcher is not None:
             run = self.batcher.submit(inputs)
         elif self.on_call is not None:
+            if self.timeout is None:  # the common case, without a coroutine in between
+                began = time.perf_counter()
+                outputs = await self.model.infer(inputs)
+                self.on_call(_rows(inputs), time.perf_counter() - began, _NO_WAIT)
+                return outputs
             run = self._timed(inputs, self.on_call)
         else:
             run = self.model.infer(inputs)
@@ -57,6 +62,15 @@ class ServedModel:
     async def _timed(self, inputs: Inputs, on_call: BatchObserver) -> Outputs:
         began = time.perf_counter()
         outputs = await self.model.infer(inputs)
-        rows = next(iter(inputs.values())).shape[0] if inputs else 0
-        on_call(int(rows), time.perf_counter() - began, [0.0])
+        on_call(_rows(inputs), time.perf_counter() - began, _NO_WAIT)
         return outputs
+
+
+#: An unbatched call waited for no batch (observers only read it).
+_NO_WAIT = [0.0]
+
+
+def _rows(inputs: Inputs) -> int:
+    for array in inputs.values():
+        return int(array.shape[0]) if array.ndim else 1
+    return 0

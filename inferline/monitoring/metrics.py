@@ -180,21 +180,33 @@ class Metrics:
 
     # -- request path ----------------------------------------------------------------
     def observe(self, record: InferenceRecord) -> None:
-        key = (record.model, record.version, record.protocol, record.status)
-        cells = self._request_cells.get(key)
+        cells = self._request_cells.get(
+            (record.model, record.version, record.protocol, record.status)
+        )
         if cells is None:
-            cells = self._request_cells[key] = (
-                _Cell(
-                    self.requests.labels(
-                        record.model, record.version, record.protocol, str(record.status)
-                    )
-                ),
-                _Cell(self.duration.labels(record.model, record.version, record.protocol)),
-            )
-        self._add(cells[0], 1.0)
-        self._add(cells[1], record.latency)
+            cells = self._new_request_cells(record)
+        count, duration = cells
+        # What _add does, written out: this runs for every request.
+        count.count += 1
+        latency = record.latency
+        duration.count += 1
+        duration.total += latency
+        duration.buckets[bisect_left(duration.bounds, latency)] += 1  # type: ignore[arg-type]
+        if not count.dirty:
+            self._mark(count)
+        if not duration.dirty:
+            self._mark(duration)
         if record.cache is not None:
             self._add(self._cache_cell(record.cache, record.model, record.version), 1.0)
+
+    def _new_request_cells(self, record: InferenceRecord) -> tuple[_Cell, _Cell]:
+        model, version, protocol = record.model, record.version, record.protocol
+        cells = (
+            _Cell(self.requests.labels(model, version, protocol, str(record.status))),
+            _Cell(self.duration.labels(model, version, protocol)),
+        )
+        self._request_cells[(model, version, protocol, record.status)] = cells
+        return cells
 
     def cache_evicted(self, model: str, version: str) -> None:
         self._add(self._cache_cell("evicted", model, version), 1.0)
@@ -228,10 +240,13 @@ class Metrics:
         if cell.bounds is not None:
             cell.buckets[bisect_left(cell.bounds, value)] += 1
         if not cell.dirty:
-            cell.dirty = True
-            self._dirty.append(cell)
-            if not self._scheduled:
-                self._schedule()
+            self._mark(cell)
+
+    def _mark(self, cell: _Cell) -> None:
+        cell.dirty = True
+        self._dirty.append(cell)
+        if not self._scheduled:
+            self._schedule()
 
     def _schedule(self) -> None:
         try:
