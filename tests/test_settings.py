@@ -81,3 +81,22 @@ def test_a_feedback_store_url_needs_redis_and_says_how(monkeypatch: pytest.Monke
     monkeypatch.setitem(sys.modules, "redis", None)  # as if the extra were not installed
     with pytest.raises(ValidationError, match=r"pip install 'inferline\[redis\]'"):
         QualitySettings(store_url="redis://h:6379/0")
+
+
+def test_a_refused_store_url_does_not_echo_its_password() -> None:
+    from pydantic import ValidationError
+
+    from inferline.settings import MonitoringSettings
+
+    with pytest.raises(ValidationError) as refused:
+        MonitoringSettings.model_validate({"quality": {"store_url": "http://u:s3cret@host/0"}})
+    assert "store_url must be" in str(refused.value)
+    assert "s3cret" not in str(refused.value)
+
+
+def test_server_settings_errors_do_not_echo_urls() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as refused:
+        Settings.model_validate({"monitoring": {"quality": {"store_url": "http://u:s3cret@h/0"}}})
+    assert "store_url" in str(refused.value) and "s3cret" not in str(refused.value)

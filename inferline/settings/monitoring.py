@@ -44,7 +44,10 @@ class DriftSettings(BaseModel):
 class QualitySettings(BaseModel):
     """Joining ground truth to served predictions."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    # store_url may carry a password: errors name the field and the reason, not the value.
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, hide_input_in_errors=True
+    )
 
     window: int = Field(default=1000, ge=1)
     """Most recent (prediction, truth) pairs per model version that quality is computed on."""
@@ -126,7 +129,10 @@ class AlertRule(BaseModel):
 class MonitoringSettings(BaseModel):
     """Drift, skew, quality and alerts over what the server answers."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    # The outermost model's config decides what errors show (see QualitySettings).
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, hide_input_in_errors=True
+    )
 
     enabled: bool = True
     """Watch served requests at all."""

@@ -20,6 +20,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="ignore",
         use_attribute_docstrings=True,
+        hide_input_in_errors=True,  # URLs in these settings may carry passwords
     )
 
     host: str = "127.0.0.1"
