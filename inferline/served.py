@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from inferline.batching import Batcher, BatchObserver
 from inferline.cache import PredictionCache
 from inferline.errors import DeadlineExceeded
-from inferline.runtimes.base import Inputs, Model, Outputs
+from inferline.runtimes.base import Inputs, Model, Outputs, count_rows
 
 __all__ = ["ServedModel"]
 
@@ -45,7 +45,7 @@ class ServedModel:
             if self.timeout is None:  # the common case, without a coroutine in between
                 began = time.perf_counter()
                 outputs = await self.model.infer(inputs)
-                self.on_call(_rows(inputs), time.perf_counter() - began, _NO_WAIT)
+                self.on_call(count_rows(inputs), time.perf_counter() - began, _NO_WAIT)
                 return outputs
             run = self._timed(inputs, self.on_call)
         else:
@@ -62,15 +62,9 @@ class ServedModel:
     async def _timed(self, inputs: Inputs, on_call: BatchObserver) -> Outputs:
         began = time.perf_counter()
         outputs = await self.model.infer(inputs)
-        on_call(_rows(inputs), time.perf_counter() - began, _NO_WAIT)
+        on_call(count_rows(inputs), time.perf_counter() - began, _NO_WAIT)
         return outputs
 
 
 #: An unbatched call waited for no batch (observers only read it).
 _NO_WAIT = [0.0]
-
-
-def _rows(inputs: Inputs) -> int:
-    for array in inputs.values():
-        return int(array.shape[0]) if array.ndim else 1
-    return 0

@@ -102,7 +102,8 @@ class PayloadLogger:
         self._configs: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
         self.dropped = 0
         self.written = 0
-        self.on_drop: Callable[[], None] | None = None
+        #: Told how many records were dropped (a Prometheus counter's ``inc``).
+        self.on_drop: Callable[[int], None] | None = None
 
     async def start(self) -> None:
         self._wake, self._stopping = asyncio.Event(), False
@@ -139,8 +140,7 @@ class PayloadLogger:
     def _drop(self, count: int) -> None:
         self.dropped += count
         if self.on_drop is not None:
-            for _ in range(count):
-                self.on_drop()
+            self.on_drop(count)
 
     async def _write_batches(self) -> None:
         wake = self._wake

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from inferline.monitoring.drift import compare
+from inferline.runtimes.base import count_rows
 from inferline.settings import DriftSettings
 
 __all__ = ["FirstRows", "ServedRows", "columns", "skew_report"]
@@ -23,12 +24,6 @@ Array = np.ndarray[Any, Any]
 Tensors = Mapping[str, Array]
 #: (arrival time, rows, inputs, outputs) of one answered request.
 Entry = tuple[float, int, Tensors, Tensors]
-
-
-def _rows(outputs: Tensors) -> int:
-    for array in outputs.values():
-        return int(array.shape[0]) if array.ndim else 1
-    return 0
 
 
 class ServedRows:
@@ -41,7 +36,7 @@ class ServedRows:
 
     def add(self, at: float, inputs: Tensors, outputs: Tensors) -> None:
         """O(1) amortised; keeps references to the arrays, copies nothing."""
-        rows = _rows(outputs)
+        rows = count_rows(outputs)
         self._entries.append((at, rows, inputs, outputs))
         self.rows += rows
         while self._entries and self.rows - self._entries[0][1] >= self.max_rows:
@@ -68,7 +63,7 @@ class FirstRows:
 
     def add(self, at: float, inputs: Tensors, outputs: Tensors) -> None:
         if self.rows < self.needed:
-            rows = _rows(outputs)
+            rows = count_rows(outputs)
             self.entries.append((at, rows, inputs, outputs))
             self.rows += rows
 

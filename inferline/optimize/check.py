@@ -24,7 +24,7 @@ from inferline.errors import BadRequest
 from inferline.lifecycle.changes import _reference_inputs
 from inferline.registry.profile import read_reference
 from inferline.registry.records import ModelVersion
-from inferline.runtimes.base import Inputs, Model, Outputs
+from inferline.runtimes.base import Model, Outputs, count_rows
 from inferline.settings import TensorSpec
 from inferline.types import DATATYPES
 
@@ -78,7 +78,7 @@ def reference(model: Model, record: ModelVersion, data: Path | None, rows: int =
     """The rows to compare on: ``data``, else the stored profile, else random normal rows."""
     if data is not None:
         inputs = _reference_inputs(model, read_reference(data))
-        count = _rows(inputs)
+        count = count_rows(inputs)
         if count == 0:
             raise BadRequest(f"{data.name} holds no rows")
         if count > MAX_ROWS:
@@ -96,10 +96,6 @@ def reference(model: Model, record: ModelVersion, data: Path | None, rows: int =
         "was given: checked on random normal rows, which may miss the model's real input range"
     )
     return Reference(inputs, rows, f"{rows} random normal rows", warning)
-
-
-def _rows(inputs: Inputs) -> int:
-    return int(next(iter(inputs.values())).shape[0]) if inputs else 0
 
 
 def _from_profile(

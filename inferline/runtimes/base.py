@@ -30,6 +30,7 @@ __all__ = [
     "Inputs",
     "Model",
     "Outputs",
+    "count_rows",
     "resolve_artifact",
     "sample_inputs",
     "sha256_of",
@@ -44,6 +45,14 @@ WARMUP_CALLS = 16
 Inputs = Mapping[str, np.ndarray[Any, Any]]
 Outputs = Mapping[str, np.ndarray[Any, Any]]
 AsyncPredict = Callable[[Inputs], Awaitable[Outputs]]
+
+
+def count_rows(tensors: Inputs) -> int:
+    """Rows in a request or an answer: the first tensor's first dimension (1 for a
+    scalar, 0 for none), the dimension batching splits and merges along."""
+    for array in tensors.values():
+        return int(array.shape[0]) if array.ndim else 1
+    return 0
 
 
 class Model:

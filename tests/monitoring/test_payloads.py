@@ -83,7 +83,7 @@ async def test_full_queue_drops_and_counts_never_blocks() -> None:
     sink = BlockedSink()
     drops = []
     log = PayloadLogger(sink, configs(), queue_size=10)
-    log.on_drop = lambda: drops.append(1)
+    log.on_drop = lambda count: drops.extend([1] * count)
     await log.start()
     log.observe(record(0))
     await asyncio.sleep(0.05)  # the writer takes record 0 and blocks in the sink
