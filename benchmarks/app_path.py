@@ -9,7 +9,7 @@ CPU time is far less disturbed by other load than a req/s figure. uvicorn's
 HTTP handling (about 30 us a request here, see the hello-world row of
 ``make bench``) comes on top.
 
-    .venv/bin/python benchmarks/app_path.py [--requests 20000]
+    [PER_TURN=16] .venv/bin/python benchmarks/app_path.py [--requests 20000]
 """
 
 from __future__ import annotations
@@ -38,7 +38,10 @@ from inferline.server import _tune_gc as tune_gc  # noqa: E402
 from inferline.server import build_server_app  # noqa: E402
 from inferline.settings import Settings  # noqa: E402
 
-PER_TURN = 16
+#: Requests started per event-loop turn. Under load a server turn often holds one
+#: or two, so per-turn costs (a flush, a write) weigh more than at 16:
+#: ``PER_TURN=1`` shows them.
+PER_TURN = int(os.environ.get("PER_TURN", "16"))
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "all off": {

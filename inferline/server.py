@@ -30,6 +30,7 @@ from inferline.monitoring.monitor import Monitor, folder_profiles, registry_prof
 from inferline.monitoring.report import MonitorCollector
 from inferline.monitoring.telemetry import Telemetry
 from inferline.protocols import v2_grpc
+from inferline.protocols.http1 import CoalescingHttpToolsProtocol
 from inferline.protocols.rest_app import build_app
 from inferline.registry.store import Registry
 from inferline.settings import ModelMonitoring, Settings
@@ -130,7 +131,7 @@ async def _serve(settings: Settings) -> None:
     config = uvicorn.Config(
         build_server_app(settings),
         loop="none",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,  # httptools, one write per small response
         lifespan="on",
         access_log=False,
         log_config=None,  # keep configure_logging's JSON handler for uvicorn's own lines

@@ -77,6 +77,11 @@ class Telemetry:
             )
 
     async def stop(self) -> None:
+        # What waits for its linger goes out now: the last requests' lines and counts.
+        if self.request_log is not None:
+            self.request_log.flush()
+        if self.metrics is not None:
+            self.metrics.flush()
         if self._refresher is not None:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -79,6 +81,17 @@ def test_workers_share_exact_counts(model_dir: Path, tmp_path: Path) -> None:
             with httpx.Client(base_url=f"http://{server.http_url}") as client:
                 assert client.post("/v2/models/demo/infer", json=ROW).status_code == 200
                 sent += 1
+        ok = {"model": "demo", "version": "1", "protocol": "rest", "status": "200"}
+        for _ in range(200):  # the other worker's counts land within FLUSH_SECONDS
+            with httpx.Client(base_url=f"http://{server.http_url}") as client:
+                if (
+                    value(samples(client.get("/metrics").text), "inferline_requests_total", **ok)
+                    == sent
+                ):
+                    break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the merged count never reached the requests sent")
         totals = []
         for _ in range(4):  # whichever worker answers the scrape, the merged count is the same
             with httpx.Client(base_url=f"http://{server.http_url}") as client:
@@ -148,7 +161,7 @@ async def test_observations_in_a_loop_turn_reach_the_next_scrape() -> None:
 
     from prometheus_client import CollectorRegistry
 
-    from inferline.monitoring.metrics import Metrics
+    from inferline.monitoring.metrics import FLUSH_SECONDS, Metrics
     from inferline.monitoring.records import InferenceRecord
 
     metrics = Metrics(CollectorRegistry())
@@ -157,8 +170,16 @@ async def test_observations_in_a_loop_turn_reach_the_next_scrape() -> None:
     ok = {"model": "m", "version": "1", "protocol": "rest", "status": "200"}
     assert value(samples(metrics.exposition().decode()), "inferline_requests_total", **ok) == 5
     metrics.observe(InferenceRecord("r5", "m", "1", "rest", 0.0, 0.001, 200, {}, None))
-    await asyncio.sleep(0)  # the flush scheduled on the loop runs: no scrape needed
-    assert (
-        value(samples(generate_latest(metrics.registry).decode()), "inferline_requests_total", **ok)
-        == 6
-    )
+
+    def unscraped() -> float:
+        text = generate_latest(metrics.registry).decode()
+        return value(samples(text), "inferline_requests_total", **ok)
+
+    await asyncio.sleep(0)
+    assert unscraped() == 5  # not flushed every loop turn: a turn may hold one request
+    for _ in range(200):  # the flush comes after FLUSH_SECONDS, no scrape needed
+        await asyncio.sleep(FLUSH_SECONDS / 10)
+        if unscraped() == 6:
+            break
+    else:
+        pytest.fail("the observation never reached the Prometheus children")
