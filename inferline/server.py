@@ -1,8 +1,9 @@
 """Assembly: the ASGI app, the gRPC server and their lifespan; no business logic.
 
-One process runs REST (uvicorn) and gRPC (grpc.aio) in one event loop around one
-:class:`DataPlane`. ``workers > 1`` starts that many such processes, each
-binding the same ports with SO_REUSEPORT so the kernel spreads connections.
+One process runs REST (uvicorn) and gRPC (inferline's own HTTP/2 server, or
+grpc.aio with ``grpc_engine="grpcio"``) in one event loop around one
+:class:`DataPlane`. ``workers > 1`` starts that many such processes, each binding
+the same ports with SO_REUSEPORT so the kernel spreads connections.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from inferline.monitoring.metrics import MULTIPROC_ENV
 from inferline.monitoring.monitor import Monitor, folder_profiles, registry_profiles
 from inferline.monitoring.report import MonitorCollector
 from inferline.monitoring.telemetry import Telemetry
-from inferline.protocols import v2_grpc
+from inferline.protocols import grpc_h2, v2_grpc
 from inferline.protocols.http1 import CoalescingHttpToolsProtocol
 from inferline.protocols.rest_app import build_app
 from inferline.registry.store import Registry
@@ -66,14 +67,7 @@ def build_server_app(settings: Settings, dataplane: DataPlane | None = None) -> 
             await sync.start()
         if monitor is not None:
             await monitor.start()
-        grpc_server = None
-        if settings.grpc_port is not None:
-            grpc_server = grpc.aio.server(options=v2_grpc.server_options(settings))
-            v2_grpc.add_to_server(grpc_server, plane)
-            port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
-            await grpc_server.start()
-            v2_grpc.batch_grpc_threads()
-            logger.info("gRPC listening on %s:%d", settings.host, port)
+        grpc_server = await _start_grpc(settings, plane)
         try:
             yield
         finally:
@@ -91,6 +85,27 @@ def build_server_app(settings: Settings, dataplane: DataPlane | None = None) -> 
     return build_app(
         plane, lifespan=lifespan, sync=sync, metrics=telemetry.metrics, monitor=monitor
     )
+
+
+async def _start_grpc(
+    settings: Settings, plane: DataPlane
+) -> grpc.aio.Server | grpc_h2.GrpcServer | None:
+    """The gRPC server of ``settings.grpc_engine``, started in this loop (None: gRPC off)."""
+    if settings.grpc_port is None:
+        return None
+    if settings.grpc_engine == "native":
+        native = grpc_h2.GrpcServer(plane)
+        sock = _listen_socket(settings, settings.grpc_port)
+        await native.start(sock)
+        logger.info("gRPC (native) listening on %s:%d", settings.host, native.port)
+        return native
+    server = grpc.aio.server(options=v2_grpc.server_options(settings))
+    v2_grpc.add_to_server(server, plane)
+    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    await server.start()
+    v2_grpc.batch_grpc_threads()
+    logger.info("gRPC (grpcio) listening on %s:%d", settings.host, port)
+    return server
 
 
 def _monitor(settings: Settings, plane: DataPlane, sync: RegistrySync | None) -> Monitor | None:
@@ -113,20 +128,16 @@ def _monitor(settings: Settings, plane: DataPlane, sync: RegistrySync | None) ->
     return monitor
 
 
-def _http_socket(settings: Settings) -> socket.socket:
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if settings.workers > 1:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((settings.host, settings.http_port))
-    sock.listen(2048)
+def _listen_socket(settings: Settings, port: int) -> socket.socket:
+    """A listening socket; SO_REUSEPORT with several workers, so the kernel spreads
+    connections between them."""
+    sock = grpc_h2.listen_socket(settings.host, port, reuse_port=settings.workers > 1)
     sock.set_inheritable(True)
     return sock
 
 
 async def _serve(settings: Settings) -> None:
-    sock = _http_socket(settings)
+    sock = _listen_socket(settings, settings.http_port)
     logger.info("REST listening on http://%s:%d", settings.host, sock.getsockname()[1])
     config = uvicorn.Config(
         build_server_app(settings),

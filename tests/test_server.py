@@ -158,3 +158,21 @@ def test_two_workers_share_the_ports(model_dir: Path, tmp_path: Path) -> None:
         assert log.count("Application startup complete") == 2, log
     finally:
         stop_server(server)
+
+
+@pytest.mark.parametrize("engine", ["grpcio", "native"])
+def test_grpc_engine_flag(model_dir: Path, tmp_path: Path, engine: str) -> None:
+    """``--grpc-engine`` picks what serves gRPC; both answer the same unchanged client."""
+    log = tmp_path / "engine.log"
+    server = start_server(model_dir, log, "--grpc-engine", engine)
+    try:
+        rows = np.random.default_rng(3).normal(size=(2, 20)).astype(np.float32)
+        c = grpcclient.InferenceServerClient(server.grpc_url)
+        tensor = grpcclient.InferInput("input", [2, 20], "FP32")
+        tensor.set_data_from_numpy(rows)
+        expected = onnx_reference(model_dir, rows)["label"]
+        np.testing.assert_array_equal(c.infer("demo", [tensor]).as_numpy("label"), expected)
+        c.close()
+        assert f"gRPC ({engine}) listening" in log.read_text()
+    finally:
+        stop_server(server)

@@ -6,7 +6,13 @@ from peers._base import Layout, Peer, Scenario
 from peers.bentoml import BentoML
 from peers.fastapi import FastAPI
 from peers.hello import Hello
-from peers.inferline import Inferline, InferlineBare, InferlineLogged
+from peers.inferline import (
+    Inferline,
+    InferlineBare,
+    InferlineGrpcio,
+    InferlineLogged,
+    InferlineNative,
+)
 from peers.kserve import KServe
 from peers.mlserver import MLServer
 
@@ -23,5 +29,7 @@ PEERS: dict[str, Peer] = {
         Hello(),
         InferlineBare(),
         InferlineLogged(),
+        InferlineGrpcio(),
+        InferlineNative(),
     )
 }

@@ -94,3 +94,31 @@ class InferlineLogged(Inferline):
             INFERLINE_PAYLOAD_LOG_DIR=str(layout.folder / "payloads"),
         )
         return env
+
+
+class InferlineGrpcio(Inferline):
+    """inferline on its defaults, gRPC served by grpc.aio: the engine comparison's baseline."""
+
+    name = "inferline-grpcio"
+    title = "inferline, gRPC on grpcio"
+    serves = frozenset({"forest"})
+    note = "defaults with INFERLINE_GRPC_ENGINE=grpcio (grpc.aio in the event loop)"
+
+    def env(self, layout: Layout) -> dict[str, str]:
+        env = super().env(layout)
+        env["INFERLINE_GRPC_ENGINE"] = "grpcio"
+        return env
+
+
+class InferlineNative(Inferline):
+    """inferline on its defaults, gRPC served by its own HTTP/2 server in the event loop."""
+
+    name = "inferline-native"
+    title = "inferline, gRPC native"
+    serves = frozenset({"forest"})
+    note = "defaults with INFERLINE_GRPC_ENGINE=native (inferline.protocols.grpc_h2)"
+
+    def env(self, layout: Layout) -> dict[str, str]:
+        env = super().env(layout)
+        env["INFERLINE_GRPC_ENGINE"] = "native"
+        return env

@@ -25,6 +25,10 @@ ModelDir = Annotated[Path | None, typer.Option(help="Folder of models to serve."
 Host = Annotated[str | None, typer.Option(help="Address to listen on.")]
 HttpPort = Annotated[int | None, typer.Option(help="REST port.")]
 GrpcPort = Annotated[int | None, typer.Option(help="gRPC port.")]
+GrpcEngine = Annotated[
+    str | None,
+    typer.Option(help="What serves gRPC: native (in the event loop) or grpcio (grpc.aio)."),
+]
 Workers = Annotated[int | None, typer.Option(help="Server processes sharing the ports.")]
 Config = Annotated[Path | None, typer.Option(help="YAML settings file (flags and env win).")]
 LogLevel = Annotated[str | None, typer.Option(help="debug, info, warning or error.")]
@@ -74,6 +78,7 @@ def serve(
     host: Host = None,
     http_port: HttpPort = None,
     grpc_port: GrpcPort = None,
+    grpc_engine: GrpcEngine = None,
     workers: Workers = None,
     log_level: LogLevel = None,
     config: Config = None,
@@ -85,6 +90,7 @@ def serve(
         host=host,
         http_port=http_port,
         grpc_port=grpc_port,
+        grpc_engine=grpc_engine,
         workers=workers,
         log_level=log_level,
     )

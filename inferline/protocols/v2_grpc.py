@@ -1,16 +1,14 @@
 """Open Inference Protocol (KServe V2) over gRPC, plus the standard health service.
 
-``add_to_server`` registers both on a ``grpc.aio.Server``. Every RPC goes
-through one error boundary: it reads or creates the request id, turns any
-exception into a gRPC status with ``as_inferline_error`` (unexpected ones
-become INTERNAL with the request id and no traceback), and returns the request
-id in the ``x-request-id`` trailing metadata. ``ModelInfer``, the hot path, has
-that boundary inlined (:meth:`_Servicer.model_infer`) and is registered on raw
-bytes: it reads and writes the messages itself (``_grpc_codec.decode_infer`` /
-``encode_infer``), so the common request shape skips the protobuf runtime and
-a body that is not a valid message is INVALID_ARGUMENT, like any other bad
-input, rather than grpc's own UNKNOWN. The other RPCs use :func:`_guard` and
-the generated message classes. The converters live in ``_grpc_codec.py``.
+The RPCs are written once, transport-neutral, in :class:`GrpcService`, and served
+by ``add_to_server`` on a ``grpc.aio.Server`` (grpcio) or by ``grpc_h2``,
+inferline's own HTTP/2 server in the event loop (the ``native`` engine). One
+error boundary: the request id is read or made, any exception becomes a gRPC
+status through :func:`failure` (unexpected ones INTERNAL, with the request id and
+no traceback), and the id goes back in the ``x-request-id`` trailer.
+``ModelInfer``, the hot path, works on raw bytes (:meth:`GrpcService.infer`,
+``_grpc_codec``), so a body that is not a valid message is INVALID_ARGUMENT
+rather than grpc's own UNKNOWN; the other RPCs use the generated classes.
 """
 
 from __future__ import annotations
@@ -19,12 +17,11 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from types import SimpleNamespace
-from typing import Any, NoReturn
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, NamedTuple, NoReturn
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from inferline.dataplane import DataPlane
 from inferline.errors import NotFound
@@ -38,11 +35,24 @@ from inferline.protocols.status import (
 )
 from inferline.settings import Settings
 
-__all__ = ["SERVICE_NAME", "add_to_server", "batch_grpc_threads", "server_options"]
+__all__ = [
+    "HEALTH_SERVICE_NAME",
+    "MODEL_INFER_PATH",
+    "SERVICE_NAME",
+    "GrpcService",
+    "Rpc",
+    "add_to_server",
+    "batch_grpc_threads",
+    "failure",
+    "request_id_of",
+    "server_options",
+]
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+HEALTH_SERVICE_NAME: str = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+MODEL_INFER_PATH = f"/{SERVICE_NAME}/ModelInfer"
 #: How often a health ``Watch`` re-reads readiness.
 HEALTH_POLL_SECONDS = 1.0
 
@@ -70,33 +80,126 @@ def server_options(settings: Settings) -> list[tuple[str, Any]]:
     ]
 
 
+class Rpc(NamedTuple):
+    """One RPC on protobuf messages, as both transports serve it."""
+
+    service: str
+    method: str
+    #: ``(request, trailers) -> response``; a server-streaming RPC yields its responses.
+    handler: Handler | StreamHandler
+    deserialize: Callable[[bytes], Any]
+    serialize: Callable[[Any], bytes]
+    streaming: bool = False
+
+    @property
+    def path(self) -> str:
+        return f"/{self.service}/{self.method}"
+
+
+class GrpcService:
+    """Every RPC inferline answers over gRPC, whatever carries it.
+
+    ``infer`` is ``ModelInfer`` on bytes; ``rpcs`` (keyed by ``/service/method``
+    path) holds the others, the V2 ones and ``grpc.health.v1.Health``. Built at
+    startup: a V2 RPC the proto declares without an implementation fails here.
+    """
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        servicer = _Servicer(dataplane)
+        self.infer = servicer.infer
+        rpcs = []
+        for method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
+            if method.name == "ModelInfer":
+                continue
+            rpcs.append(
+                Rpc(
+                    SERVICE_NAME,
+                    method.name,
+                    getattr(servicer, method.name),
+                    getattr(pb, method.input_type.name).FromString,
+                    getattr(pb, method.output_type.name).SerializeToString,
+                )
+            )
+        health = _Health(dataplane)
+        check_request = health_pb2.HealthCheckRequest.FromString
+        check_response = health_pb2.HealthCheckResponse.SerializeToString
+        rpcs += [
+            Rpc(HEALTH_SERVICE_NAME, "Check", health.check, check_request, check_response),
+            Rpc(
+                HEALTH_SERVICE_NAME,
+                "List",
+                health.list,
+                health_pb2.HealthListRequest.FromString,
+                health_pb2.HealthListResponse.SerializeToString,
+            ),
+            Rpc(HEALTH_SERVICE_NAME, "Watch", health.watch, check_request, check_response, True),
+        ]
+        self.rpcs: dict[str, Rpc] = {rpc.path: rpc for rpc in rpcs}
+
+
+def failure(exc: BaseException, trailers: Metadata) -> tuple[str, str, Metadata]:
+    """(status-code name, message, trailers) for a failed RPC: the one error mapping.
+
+    ``trailers`` starts with the request id; the error's own headers are added.
+    """
+    error = as_inferline_error(exc, trailers[0][1])
+    trailers.extend(error.headers)
+    return error.grpc_code, error.message, trailers
+
+
+def request_id_of(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+    """The client's ``x-request-id`` from its metadata, or a new one."""
+    for key, value in metadata or ():
+        if key == REQUEST_ID_HEADER:
+            return value if isinstance(value, str) else value.decode(errors="replace")
+    return new_request_id()
+
+
 def add_to_server(server: grpc.aio.Server, dataplane: DataPlane) -> None:
     """Register the V2 inference service and ``grpc.health.v1.Health`` on ``server``."""
-    servicer = _Servicer(dataplane)
-    handlers: dict[str, grpc.RpcMethodHandler] = {}
-    # One handler per RPC the proto declares: a new RPC without an
-    # implementation fails here, at startup, not at its first call.
-    for method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
-        if method.name == "ModelInfer":
-            # Bytes in, bytes out: the servicer reads and writes the messages itself.
-            handlers[method.name] = grpc.unary_unary_rpc_method_handler(servicer.model_infer)
-            continue
-        request_type = getattr(pb, method.input_type.name)
-        response_type = getattr(pb, method.output_type.name)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _guard(getattr(servicer, method.name)),
-            request_deserializer=request_type.FromString,
-            response_serializer=response_type.SerializeToString,
+    service = GrpcService(dataplane)
+    by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {
+        SERVICE_NAME: {"ModelInfer": grpc.unary_unary_rpc_method_handler(_model_infer(service))}
+    }
+    for rpc in service.rpcs.values():
+        if rpc.streaming:
+            handler = grpc.unary_stream_rpc_method_handler(
+                _guard_stream(rpc.handler),  # type: ignore[arg-type]
+                request_deserializer=rpc.deserialize,
+                response_serializer=rpc.serialize,
+            )
+        else:
+            handler = grpc.unary_unary_rpc_method_handler(
+                _guard(rpc.handler),  # type: ignore[arg-type]
+                request_deserializer=rpc.deserialize,
+                response_serializer=rpc.serialize,
+            )
+        by_service.setdefault(rpc.service, {})[rpc.method] = handler
+    for name, handlers in by_service.items():
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+        server.add_registered_method_handlers(name, handlers)
+
+
+def _model_infer(service: GrpcService) -> Callable[[bytes, grpc.aio.ServicerContext], Any]:
+    """``ModelInfer`` for grpc.aio on the wire bytes, with :func:`_guard`'s boundary inlined.
+
+    The hot path: no per-call wrapper, list or dict, just the request id and
+    the model version in one trailing-metadata tuple.
+    """
+    infer = service.infer
+
+    async def model_infer(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        request_id = request_id_of(context.invocation_metadata())
+        try:
+            body, version = await infer(data, request_id)
+        except Exception as exc:  # noqa: BLE001 - the one gRPC error boundary
+            await _abort(context, exc, [(REQUEST_ID_HEADER, request_id)])
+        context.set_trailing_metadata(
+            ((REQUEST_ID_HEADER, request_id), (MODEL_VERSION_HEADER, version))
         )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
-    health = _Health(dataplane)
-    health_pb2_grpc.add_HealthServicer_to_server(
-        SimpleNamespace(
-            Check=_guard(health.check), List=_guard(health.list), Watch=_guard_stream(health.watch)
-        ),
-        server,
-    )
+        return body
+
+    return model_infer
 
 
 def batch_grpc_threads() -> int:
@@ -177,27 +280,19 @@ def _guard_stream(
 
 def _trailers(context: grpc.aio.ServicerContext) -> Metadata:
     """Trailing metadata to send, starting with the client's request id or a new one."""
-    return [(REQUEST_ID_HEADER, _client_request_id(context) or new_request_id())]
+    return [(REQUEST_ID_HEADER, request_id_of(context.invocation_metadata()))]
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: Exception, trailers: Metadata) -> NoReturn:
-    error = as_inferline_error(exc, trailers[0][1])
-    trailers.extend(error.headers)
-    await context.abort(grpc.StatusCode[error.grpc_code], error.message, tuple(trailers))
+    code, message, trailers = failure(exc, trailers)
+    await context.abort(grpc.StatusCode[code], message, tuple(trailers))
     raise AssertionError("grpc.aio ServicerContext.abort always raises")
-
-
-def _client_request_id(context: grpc.aio.ServicerContext) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID_HEADER:
-            return value if isinstance(value, str) else value.decode(errors="replace")
-    return None
 
 
 class _Servicer:
     """The V2 RPCs: parse, call the data plane, encode.
 
-    Names follow the proto, except ``model_infer``: it takes and returns bytes.
+    Names follow the proto, except ``infer``: it takes and returns bytes.
     """
 
     def __init__(self, dataplane: DataPlane) -> None:
@@ -236,33 +331,21 @@ class _Servicer:
             outputs=[tensor(**spec) for spec in meta["outputs"]],
         )
 
-    async def model_infer(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        """``ModelInfer`` on the wire bytes, with :func:`_guard`'s boundary inlined.
-
-        The hot path: no per-call wrapper, list or dict, just the request id and
-        the model version in one trailing-metadata tuple.
-        """
-        request_id = _client_request_id(context) or new_request_id()
-        try:
-            settings = self._dataplane.settings
-            decoded = decode_infer(
-                data, max_tensors=settings.max_tensors, max_elements=settings.max_elements
-            )
-            response = await self._dataplane.infer(
-                decoded.model_name,
-                decoded.model_version or None,
-                decoded.request,
-                protocol="grpc",
-                request_id=request_id,
-            )
-            # Answer in the form the client used, as Triton does.
-            body = encode_infer(response, raw=decoded.raw)
-        except Exception as exc:  # noqa: BLE001 - the one gRPC error boundary
-            await _abort(context, exc, [(REQUEST_ID_HEADER, request_id)])
-        context.set_trailing_metadata(
-            ((REQUEST_ID_HEADER, request_id), (MODEL_VERSION_HEADER, response.model_version))
+    async def infer(self, data: bytes, request_id: str) -> tuple[bytes, str]:
+        """``ModelInfer`` on the wire bytes: (response bytes, model version that answered)."""
+        settings = self._dataplane.settings
+        decoded = decode_infer(
+            data, max_tensors=settings.max_tensors, max_elements=settings.max_elements
         )
-        return body
+        response = await self._dataplane.infer(
+            decoded.model_name,
+            decoded.model_version or None,
+            decoded.request,
+            protocol="grpc",
+            request_id=request_id,
+        )
+        # Answer in the form the client used, as Triton does.
+        return encode_infer(response, raw=decoded.raw), response.model_version
 
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, _: Metadata

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     """Largest REST body; bigger ones get 413 before they are read whole."""
     grpc_max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     """Largest gRPC message in either direction."""
+    grpc_engine: Literal["native", "grpcio"] = "native"
+    """What serves gRPC: ``native`` (inferline's own HTTP/2 server in the event loop,
+    cleartext only, several times cheaper per call) or ``grpcio`` (grpc.aio); see
+    docs/protocols.md."""
     max_tensors: int = Field(default=256, ge=1)
     """Most input tensors in one request."""
     max_elements: int = Field(default=16 * 1024 * 1024, ge=1)

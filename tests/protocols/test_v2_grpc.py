@@ -1,4 +1,7 @@
-"""V2 gRPC in process: a grpc.aio server on port 0 in the test's loop, real models behind it.
+"""V2 gRPC in process: a server on port 0 in the test's loop, real models behind it.
+
+Every test that talks to a server runs against both engines (``engine``): grpc.aio
+(grpcio) and the native HTTP/2 server (``inferline.protocols.grpc_h2``).
 
 Requests are built from the shared payloads in tests/data/ and encoded here by
 hand (typed and raw), so a codec bug in the server cannot hide behind the same
@@ -31,6 +34,9 @@ from inferline.protocols._grpc_codec import decode_request, encode_response
 from inferline.settings import Settings
 from inferline.types import InferResponse, Tensor
 from tests.conftest import kitchen_reference
+from tests.protocols.grpc_servers import engine, start_server
+
+__all__ = ["engine"]  # the fixture, imported to parametrize this module's servers
 
 DATA = Path(__file__).parents[1] / "data"
 NUMPY = {"FP32": "<f4", "FP16": "<f2", "FP64": "<f8", "INT64": "<i8", "INT8": "i1", "BOOL": "?"}
@@ -121,17 +127,9 @@ def trailers(metadata: Any) -> dict[str, str]:
 
 
 # -- the in-process server ------------------------------------------------------------
-async def start_server(dataplane: DataPlane, settings: Settings) -> tuple[Any, str]:
-    server = grpc.aio.server(options=v2_grpc.server_options(settings))
-    v2_grpc.add_to_server(server, dataplane)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    return server, f"127.0.0.1:{port}"
-
-
 @pytest.fixture
-async def grpc_address(dataplane: DataPlane) -> AsyncIterator[str]:
-    server, address = await start_server(dataplane, dataplane.settings)
+async def grpc_address(dataplane: DataPlane, engine: str) -> AsyncIterator[str]:
+    server, address = await start_server(dataplane, dataplane.settings, engine)
     yield address
     await server.stop(None)
 
@@ -532,10 +530,10 @@ async def test_unexpected_error_is_internal_with_request_id_and_no_traceback(
 
 
 async def test_message_above_the_limit_is_resource_exhausted(
-    dataplane: DataPlane, settings: Settings
+    dataplane: DataPlane, settings: Settings, engine: str
 ) -> None:
     small = settings.model_copy(update={"grpc_max_message_bytes": 64 * 1024})
-    server, address = await start_server(dataplane, small)
+    server, address = await start_server(dataplane, small, engine)
     try:
         async with grpc.aio.insecure_channel(address) as chan:
             stub = pb_grpc.GRPCInferenceServiceStub(chan)
@@ -564,8 +562,10 @@ def test_server_options_come_from_settings(settings: Settings) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux-only")
-async def test_grpc_threads_yield_to_the_loop(grpc_address: str) -> None:
+async def test_grpc_threads_yield_to_the_loop(grpc_address: str, engine: str) -> None:
     """grpc's threads no longer preempt the event loop; the loop's own thread is unchanged."""
+    if engine == "native":
+        pytest.skip("grpcio only: the native engine starts no threads of its own")
     assert v2_grpc.batch_grpc_threads() > 0
     policies = {}
     for task in os.listdir("/proc/self/task"):

@@ -1,0 +1,87 @@
+"""The native gRPC server: listens, owns its connections, stops gracefully.
+
+Runs in the caller's event loop (uvicorn's, in ``inferline serve``), so a gRPC
+request costs no thread hand-off: frames are read in ``data_received`` and the
+RPC runs as a task of the same loop as REST.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+
+from inferline.dataplane import DataPlane
+from inferline.protocols.grpc_h2.connection import Connection, Limits
+from inferline.protocols.grpc_h2.dispatch import Dispatcher
+from inferline.protocols.v2_grpc import GrpcService
+
+__all__ = ["GrpcServer", "listen_socket"]
+
+
+def listen_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A bound, listening TCP socket; ``reuse_port`` lets worker processes share it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock
+
+
+class GrpcServer:
+    """V2 inference and ``grpc.health.v1`` over inferline's own HTTP/2 (h2c, no TLS)."""
+
+    def __init__(self, dataplane: DataPlane, limits: Limits | None = None) -> None:
+        self._limits = limits or Limits(dataplane.settings.grpc_max_message_bytes)
+        self._dispatcher = Dispatcher(
+            GrpcService(dataplane), self._limits.max_message, self._limits.max_header_list_size
+        )
+        self._connections: set[Connection] = set()
+        self._server: asyncio.Server | None = None
+        self._closed: asyncio.Event | None = None
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (after :meth:`start`)."""
+        if self._server is None:
+            raise RuntimeError("the server is not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self, sock: socket.socket) -> None:
+        """Serve connections accepted on ``sock`` in the running loop."""
+        loop = asyncio.get_running_loop()
+        self._closed = asyncio.Event()
+        self._server = await loop.create_server(self._connection, sock=sock)
+
+    async def stop(self, grace: float | None = 5.0) -> None:
+        """Stop accepting, send GOAWAY, let open streams finish for ``grace`` seconds."""
+        if self._server is None:
+            return
+        self._server.close()
+        for conn in list(self._connections):
+            if grace:
+                conn.shutdown()
+            else:
+                conn.abort()
+        if self._connections and grace and self._closed is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), grace)
+        tasks = [task for conn in self._connections for task in conn.tasks]
+        for conn in list(self._connections):
+            conn.abort()  # cancels what still runs; awaited below, so nothing outlives stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._server.wait_closed()
+        self._server = None
+
+    def _connection(self) -> Connection:
+        conn = Connection(self._dispatcher, self._limits, self._forget)
+        self._connections.add(conn)
+        return conn
+
+    def _forget(self, conn: Connection) -> None:
+        self._connections.discard(conn)
+        if not self._connections and self._closed is not None:
+            self._closed.set()

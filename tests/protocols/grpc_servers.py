@@ -1,0 +1,39 @@
+"""The two gRPC engines as in-process servers on port 0, for the gRPC test modules.
+
+``engine`` parametrizes a test over grpcio (grpc.aio) and the native HTTP/2
+server; both serve the same ``GrpcService`` in the test's event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+
+from inferline.dataplane import DataPlane
+from inferline.protocols import v2_grpc
+from inferline.protocols.grpc_h2 import GrpcServer, Limits, listen_socket
+from inferline.settings import Settings
+
+ENGINES = ("grpcio", "native")
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def start_server(
+    dataplane: DataPlane, settings: Settings, engine: str = "grpcio", **limits: Any
+) -> tuple[Any, str]:
+    """A started server and its ``host:port``; ``await server.stop(None)`` ends it."""
+    if engine == "native":
+        server = GrpcServer(dataplane, Limits(settings.grpc_max_message_bytes, **limits))
+        await server.start(listen_socket("127.0.0.1", 0))
+        return server, f"127.0.0.1:{server.port}"
+    aio = grpc.aio.server(options=v2_grpc.server_options(settings))
+    v2_grpc.add_to_server(aio, dataplane)
+    port = aio.add_insecure_port("127.0.0.1:0")
+    await aio.start()
+    return aio, f"127.0.0.1:{port}"
