@@ -103,10 +103,9 @@ class RequestLog:
         self._level_name = level
         self._logger = structlog.stdlib.get_logger("inferline.requests")
         self._stdlib = logging.getLogger("inferline.requests")
-        #: Records waiting to be written at the next loop turn, their handler and loop.
+        #: Records waiting for the linger to pass, their handler and the pending flush.
         self._pending: list[_Entry] = []
         self._handler: logging.StreamHandler[Any] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         #: The rendered middle of a line per (model, version, protocol, status).
         self._middles: dict[tuple[str, str, str, int], str] = {}
@@ -135,13 +134,13 @@ class RequestLog:
             _emit(handler, self._render([entry], handler.terminator))
             return
         self._pending.append(entry)
-        self._handler, self._loop = handler, loop
+        self._handler = handler
         self._timer = loop.call_later(LINGER_SECONDS, self.flush)
 
     def flush(self) -> None:
         """Render and write the queued lines now (the loop does it after the linger)."""
         pending, handler, timer = self._pending, self._handler, self._timer
-        self._pending, self._handler, self._loop, self._timer = [], None, None, None
+        self._pending, self._handler, self._timer = [], None, None
         if timer is not None:
             timer.cancel()
         if pending and handler is not None:
