@@ -2,10 +2,12 @@
 
 ``engine`` parametrizes a test over grpcio (grpc.aio) and the native HTTP/2
 server; both serve the same ``GrpcService`` in the test's event loop.
+``grpc_address`` is such a server for the test's data plane.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -22,6 +24,14 @@ ENGINES = ("grpcio", "native")
 @pytest.fixture(params=ENGINES)
 def engine(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.fixture
+async def grpc_address(dataplane: DataPlane, engine: str) -> AsyncIterator[str]:
+    """``host:port`` of a server of ``engine`` over the test's data plane."""
+    server, address = await start_server(dataplane, dataplane.settings, engine)
+    yield address
+    await server.stop(None)
 
 
 async def start_server(

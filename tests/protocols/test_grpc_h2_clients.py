@@ -22,7 +22,7 @@ from inferline.dataplane import DataPlane
 from inferline.protocols import v2_grpc
 from inferline.protocols._generated import inference_pb2 as pb
 from inferline.protocols._generated import inference_pb2_grpc as pb_grpc
-from tests.protocols.grpc_servers import engine, start_server
+from tests.protocols.grpc_servers import engine, grpc_address
 from tests.protocols.test_v2_grpc import (
     assert_kitchen_outputs,
     load_payload,
@@ -31,21 +31,14 @@ from tests.protocols.test_v2_grpc import (
     trailers,
 )
 
-__all__ = ["engine"]
+__all__ = ["engine", "grpc_address"]
 
 KITCHEN = load_payload("infer_kitchen.json")
 
 
 @pytest.fixture
-async def address(dataplane: DataPlane, engine: str) -> AsyncIterator[str]:
-    server, where = await start_server(dataplane, dataplane.settings, engine)
-    yield where
-    await server.stop(None)
-
-
-@pytest.fixture
-async def stub(address: str) -> AsyncIterator[pb_grpc.GRPCInferenceServiceStub]:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def stub(grpc_address: str) -> AsyncIterator[pb_grpc.GRPCInferenceServiceStub]:
+    async with grpc.aio.insecure_channel(grpc_address) as channel:
         yield pb_grpc.GRPCInferenceServiceStub(channel)
 
 
@@ -81,9 +74,9 @@ def big_text_request(size: int) -> pb.ModelInferRequest:
 
 
 # -- the sync client ---------------------------------------------------------------
-async def test_sync_client_metadata_and_trailers(address: str) -> None:
+async def test_sync_client_metadata_and_trailers(grpc_address: str) -> None:
     def call() -> tuple[Any, dict[str, str]]:
-        with grpc.insecure_channel(address) as channel:
+        with grpc.insecure_channel(grpc_address) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             reply, info = stub.ModelInfer.with_call(
                 to_pb(KITCHEN, "kitchen", raw=True), metadata=(("x-request-id", "sync-1"),)
@@ -95,9 +88,9 @@ async def test_sync_client_metadata_and_trailers(address: str) -> None:
     assert sent["x-request-id"] == "sync-1" and sent["inferline-model-version"] == "1"
 
 
-async def test_sync_client_health_watch_streams_until_cancelled(address: str) -> None:
+async def test_sync_client_health_watch_streams_until_cancelled(grpc_address: str) -> None:
     def watch() -> list[int]:
-        with grpc.insecure_channel(address) as channel:
+        with grpc.insecure_channel(grpc_address) as channel:
             call = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
             first = next(call)
             call.cancel()
@@ -109,12 +102,14 @@ async def test_sync_client_health_watch_streams_until_cancelled(address: str) ->
     assert await asyncio.to_thread(watch) == [health_pb2.HealthCheckResponse.SERVING]
 
 
-async def test_sync_client_deadline(address: str, dataplane: DataPlane, monkeypatch: Any) -> None:
+async def test_sync_client_deadline(
+    grpc_address: str, dataplane: DataPlane, monkeypatch: Any
+) -> None:
     slow = Slow()
     monkeypatch.setattr(dataplane, "infer", slow)
 
     def call() -> grpc.StatusCode:
-        with grpc.insecure_channel(address) as channel:
+        with grpc.insecure_channel(grpc_address) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             with pytest.raises(grpc.RpcError) as info:
                 stub.ModelInfer(to_pb(KITCHEN, "kitchen"), timeout=0.2)
@@ -165,8 +160,10 @@ async def test_messages_bigger_than_the_windows_both_ways(
     assert trailers(await call.trailing_metadata())["x-request-id"] == f"big-{size}"
 
 
-async def test_gzip_requests(address: str) -> None:
-    async with grpc.aio.insecure_channel(address, compression=grpc.Compression.Gzip) as channel:
+async def test_gzip_requests(grpc_address: str) -> None:
+    async with grpc.aio.insecure_channel(
+        grpc_address, compression=grpc.Compression.Gzip
+    ) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         reply = await stub.ModelInfer(big_text_request(50_000))
         assert outputs_of(reply)["text_upper"].ravel()[0] == b"A" * 50_000
@@ -187,14 +184,14 @@ async def test_many_concurrent_streams_on_one_connection(
     await asyncio.gather(*(one(i) for i in range(300)))
 
 
-async def test_onnx_rows_from_many_threads(address: str) -> None:
+async def test_onnx_rows_from_many_threads(grpc_address: str) -> None:
     """Several sync channels at once, each with its own connection, on the demo forest."""
     rows = np.random.default_rng(0).normal(size=(3, 20)).astype("<f4")
     failures: list[BaseException] = []
 
     def worker() -> None:
         try:
-            with grpc.insecure_channel(address) as channel:
+            with grpc.insecure_channel(grpc_address) as channel:
                 stub = pb_grpc.GRPCInferenceServiceStub(channel)
                 for _ in range(20):
                     request = pb.ModelInferRequest(model_name="demo")
@@ -217,10 +214,10 @@ async def test_onnx_rows_from_many_threads(address: str) -> None:
 
 
 async def test_health_watch_sees_changes(
-    address: str, dataplane: DataPlane, monkeypatch: Any
+    grpc_address: str, dataplane: DataPlane, monkeypatch: Any
 ) -> None:
     monkeypatch.setattr(v2_grpc, "HEALTH_POLL_SECONDS", 0.01)
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with grpc.aio.insecure_channel(grpc_address) as channel:
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
         status = health_pb2.HealthCheckResponse
         assert (await watch.read()).status == status.SERVING

@@ -34,9 +34,9 @@ from inferline.protocols._grpc_codec import decode_request, encode_response
 from inferline.settings import Settings
 from inferline.types import InferResponse, Tensor
 from tests.conftest import kitchen_reference
-from tests.protocols.grpc_servers import engine, start_server
+from tests.protocols.grpc_servers import engine, grpc_address, start_server
 
-__all__ = ["engine"]  # the fixture, imported to parametrize this module's servers
+__all__ = ["engine", "grpc_address"]  # fixtures, imported to parametrize this module's servers
 
 DATA = Path(__file__).parents[1] / "data"
 NUMPY = {"FP32": "<f4", "FP16": "<f2", "FP64": "<f8", "INT64": "<i8", "INT8": "i1", "BOOL": "?"}
@@ -127,13 +127,6 @@ def trailers(metadata: Any) -> dict[str, str]:
 
 
 # -- the in-process server ------------------------------------------------------------
-@pytest.fixture
-async def grpc_address(dataplane: DataPlane, engine: str) -> AsyncIterator[str]:
-    server, address = await start_server(dataplane, dataplane.settings, engine)
-    yield address
-    await server.stop(None)
-
-
 @pytest.fixture
 async def channel(grpc_address: str) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(grpc_address) as chan:
