@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnxruntime as ort
@@ -51,15 +51,17 @@ class OnnxModel(Model):
             self.outputs = [self._spec(arg, "output") for arg in graph_outputs.values()]
         # The hot path: one precomputed name list, the session's run bound once.
         self._names = [spec.name for spec in self.outputs]
-        self._run: Callable[..., list[Any]] = session.run
+        self._run: Callable[..., list[Any]] = _bound_run(session)
+        self.session: ort.InferenceSession | None = session
 
     def predict(self, inputs: Inputs) -> Outputs:
         # onnxruntime's binding wants a real dict; the data plane already passes one.
         feed = inputs if type(inputs) is dict else dict(inputs)
-        return dict(zip(self._names, self._run(self._names, feed), strict=False))
+        return dict(zip(self._names, self._run(self._names, feed, None), strict=False))
 
     def unload(self) -> None:
         del self._run
+        self.session = None
 
     def _spec(self, arg: Any, kind: str) -> TensorSpec:
         dtype = _numpy_dtype(arg.type)
@@ -76,6 +78,20 @@ class OnnxModel(Model):
         # Symbolic ("batch") and unknown (None) dimensions accept any size.
         shape = [dim if isinstance(dim, int) and dim >= 0 else -1 for dim in arg.shape]
         return TensorSpec(name=arg.name, datatype=datatype_for(dtype, arg.name), shape=shape)
+
+
+def _bound_run(session: Any) -> Callable[..., list[Any]]:
+    """The session's C++ ``run``, without the Python wrapper around it.
+
+    The wrapper checks input names, OrtValue ownership and graph-capture options,
+    and retries on another execution provider when one fails: 1.6 us of a 9 us
+    forest call here. The data plane has already checked the inputs against the
+    graph's, and only the CPU provider is used. Falls back to the wrapper when
+    the binding is not where this onnxruntime keeps it.
+    """
+    native = getattr(getattr(session, "_sess", None), "run", None)
+    # Both take (output names, feed, run options).
+    return cast(Callable[..., list[Any]], native or session.run)
 
 
 def _numpy_dtype(onnx_type: str) -> np.dtype[Any] | None:

@@ -11,6 +11,7 @@ from skl2onnx import to_onnx
 from sklearn.linear_model import LogisticRegression
 
 from inferline.errors import ModelLoadError
+from inferline.runtimes.onnx import _bound_run
 from inferline.settings import TensorSpec
 
 
@@ -130,7 +131,32 @@ async def test_settings_signature_overrides_the_graph(classification, version_di
     result = await model.infer({"X": x[:4].astype(np.float32)})
     assert list(result) == ["probabilities"]  # only what the signature names is fetched
     np.testing.assert_allclose(result["probabilities"].sum(axis=1), 1.0, rtol=1e-5)
-    assert model._run.__self__.get_session_options().intra_op_num_threads == 2
+    assert model.session.get_session_options().intra_op_num_threads == 2
+
+
+def test_the_bound_run_answers_as_the_session_does_and_falls_back_without_its_binding(
+    classification, tmp_path
+):
+    """The hot path calls onnxruntime's C++ run directly; where a release keeps it
+    elsewhere, the public ``run`` is used. Both answer as the session does."""
+    x, y = classification
+    path = tmp_path / "model.onnx"
+    path.write_bytes(_classifier_onnx(x, y))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [arg.name for arg in session.get_outputs()]
+    feed = {session.get_inputs()[0].name: x[:5].astype(np.float32)}
+    expected = session.run(names, feed)
+
+    class WithoutBinding:  # an onnxruntime that keeps its binding elsewhere
+        run = session.run
+
+    direct, public = _bound_run(session), _bound_run(WithoutBinding())
+    assert direct == session._sess.run  # the binding, not the wrapper
+    assert public == session.run
+    for run in (direct, public):
+        got = run(names, feed, None)
+        for want, have in zip(expected, got, strict=True):
+            np.testing.assert_array_equal(want, have)
 
 
 async def test_settings_naming_an_unknown_output_are_refused(classification, version_dir, load):
