@@ -45,7 +45,8 @@ async def serve(engine: str, port: int) -> None:
         return ANSWER, "1"
 
     if engine == "native":
-        from inferline.protocols.grpc_h2 import GrpcServer, listen_socket
+        from inferline.protocols.grpc_h2 import GrpcServer
+        from inferline.protocols.sockets import listen_socket
 
         server = GrpcServer(DataPlane(settings))
         server._dispatcher._infer = constant  # the transport alone: no data plane

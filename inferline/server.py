@@ -31,8 +31,9 @@ from inferline.monitoring.monitor import Monitor, folder_profiles, registry_prof
 from inferline.monitoring.report import MonitorCollector
 from inferline.monitoring.telemetry import Telemetry
 from inferline.protocols import grpc_h2, v2_grpc
-from inferline.protocols.http1 import CoalescingHttpToolsProtocol
+from inferline.protocols.http1 import HttpProtocol
 from inferline.protocols.rest_app import build_app
+from inferline.protocols.sockets import listen_socket
 from inferline.registry.store import Registry
 from inferline.settings import ModelMonitoring, Settings
 
@@ -131,7 +132,7 @@ def _monitor(settings: Settings, plane: DataPlane, sync: RegistrySync | None) ->
 def _listen_socket(settings: Settings, port: int) -> socket.socket:
     """A listening socket; SO_REUSEPORT with several workers, so the kernel spreads
     connections between them."""
-    sock = grpc_h2.listen_socket(settings.host, port, reuse_port=settings.workers > 1)
+    sock = listen_socket(settings.host, port, reuse_port=settings.workers > 1)
     sock.set_inheritable(True)
     return sock
 
@@ -142,7 +143,7 @@ async def _serve(settings: Settings) -> None:
     config = uvicorn.Config(
         build_server_app(settings),
         loop="none",
-        http=CoalescingHttpToolsProtocol,  # httptools, one write per small response
+        http=HttpProtocol,  # httptools, one task step and one write per small request
         lifespan="on",
         access_log=False,
         log_config=None,  # keep configure_logging's JSON handler for uvicorn's own lines

@@ -15,7 +15,8 @@ import pytest
 
 from inferline.dataplane import DataPlane
 from inferline.protocols import v2_grpc
-from inferline.protocols.grpc_h2 import GrpcServer, Limits, listen_socket
+from inferline.protocols.grpc_h2 import GrpcServer, Limits
+from inferline.protocols.sockets import listen_socket
 from inferline.settings import Settings
 
 ENGINES = ("grpcio", "native")

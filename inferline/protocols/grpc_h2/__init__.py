@@ -11,6 +11,6 @@ modules: ``frames`` (wire constants), ``hpack`` (header compression),
 """
 
 from inferline.protocols.grpc_h2.connection import Limits
-from inferline.protocols.grpc_h2.server import GrpcServer, listen_socket
+from inferline.protocols.grpc_h2.server import GrpcServer
 
-__all__ = ["GrpcServer", "Limits", "listen_socket"]
+__all__ = ["GrpcServer", "Limits"]

@@ -16,19 +16,7 @@ from inferline.protocols.grpc_h2.connection import Connection, Limits
 from inferline.protocols.grpc_h2.dispatch import Dispatcher
 from inferline.protocols.v2_grpc import GrpcService
 
-__all__ = ["GrpcServer", "listen_socket"]
-
-
-def listen_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    """A bound, listening TCP socket; ``reuse_port`` lets worker processes share it."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    return sock
+__all__ = ["GrpcServer"]
 
 
 class GrpcServer:
