@@ -58,7 +58,9 @@ def main() -> None:
             layout = Layout(venv, folder, folder / "models", free_port(), free_port(), {"env": env})
             folder.mkdir(parents=True, exist_ok=True)
             peer.prepare(layout, models.files)
-            process = stack.enter_context(running(peer, layout))
+            process = stack.enter_context(
+                running(peer, layout, log_name=f"ab-{name or 'defaults'}")
+            )
             url = f"http://127.0.0.1:{layout.http_port}/v2/models/forest/infer"
             servers.append((name, url, process.pid))
         for _name, url, pid in servers:  # warm-up: caches, first-use paths, windows filling

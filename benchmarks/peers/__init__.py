@@ -12,6 +12,7 @@ from peers.inferline import (
     InferlineGrpcio,
     InferlineLogged,
     InferlineNative,
+    InferlineObserved,
 )
 from peers.kserve import KServe
 from peers.mlserver import MLServer
@@ -28,6 +29,7 @@ PEERS: dict[str, Peer] = {
         FastAPI(),
         Hello(),
         InferlineBare(),
+        InferlineObserved(),
         InferlineLogged(),
         InferlineGrpcio(),
         InferlineNative(),

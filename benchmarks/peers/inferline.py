@@ -75,6 +75,25 @@ class InferlineBare(Inferline):
         return env
 
 
+class InferlineObserved(Inferline):
+    """inferline with metrics and the request log on, the drift monitor off: the issue's
+    "validation, metrics and logging on" for the ratios to MLServer and FastAPI."""
+
+    name = "inferline-observed"
+    title = "inferline, metrics + request log"
+    serves = frozenset({"forest", "logreg"})
+    grpc = False
+    note = (
+        "validation, metrics and request log on (the defaults); INFERLINE_MONITORING__ENABLED="
+        "false: no drift/skew windows and no feedback join"
+    )
+
+    def env(self, layout: Layout) -> dict[str, str]:
+        env = super().env(layout)
+        env["INFERLINE_MONITORING__ENABLED"] = "false"
+        return env
+
+
 class InferlineLogged(Inferline):
     """inferline with payload logging on for every request, on top of its defaults."""
 
