@@ -742,6 +742,30 @@ async def test_shutdown_finishes_the_answer_under_way_then_closes(route: str) ->
         assert received.endswith(b"3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n")
 
 
+async def test_shutdown_answers_the_requests_pipelined_behind_the_one_under_way() -> None:
+    """As uvicorn: the connection closes after the last request it had read, not the first."""
+
+    async def scenario(server: Http1Server) -> bytes:
+        reader, writer = await server.connect()
+        writer.write(_request("/slow") + _request("/echo"))
+        await server.app.next_event("entered")
+        server.server.should_exit = True
+        # uvicorn stops listening and, in the same step, shuts each connection down.
+        await poll(lambda: not any(s.is_serving() for s in server.server.servers), "shutdown")
+        server.app.gate.set()
+        received = without_date(await read_to_eof(reader))
+        writer.close()
+        await asyncio.wait_for(server.task, 10)
+        return received
+
+    reference, received = await on_both(scenario)
+    assert received == reference
+    answers, rest = parse_answers(received)
+    assert [a.status for a in answers] == [200, 200] and rest == b""
+    assert answers[0].header(b"connection") is None
+    assert answers[1].header(b"connection") == b"close"
+
+
 # limit_concurrency
 
 

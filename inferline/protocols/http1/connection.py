@@ -280,11 +280,15 @@ class HttpProtocol(asyncio.Protocol):
             )
 
     def shutdown(self) -> None:
-        """The server is stopping: close when idle, else after the answer under way."""
+        """The server is stopping: close when idle, else after the last request read.
+
+        Requests pipelined behind the one under way are answered first, as uvicorn
+        does: the client sent them before the server began to stop.
+        """
         if self.cycle is None or self.cycle.response_complete:
             self.transport.close()
         else:
-            self.cycle.keep_alive = False
+            (self.parsing or self.cycle).keep_alive = False
 
     def _refuse(self) -> None:
         """Answer a request that cannot be parsed (431 if its head is too large), close."""
