@@ -6,9 +6,11 @@ configuration runs at once (all pinned to core 0, idle but for their turn) and
 wrk (core 1) drives them in turn, a few seconds each, the order reversed every
 round, so the drift falls on all of them alike. Reports the median server CPU
 per request and req/s of each, ONNX forest, V2 JSON, one row, 64 connections.
+With ``--grpc`` each server is also driven over gRPC (h2load, the same request as
+raw contents) in the same interleaving: REST against gRPC on one server.
 
     .venv/bin/python benchmarks/ab.py off=INFERLINE_METRICS=false,INFERLINE_REQUEST_LOG=off \\
-        defaults= [--rounds 6 --seconds 4]
+        defaults= [--rounds 6 --seconds 4] [--grpc]
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from bench import WORK, free_port, running  # noqa: E402
-from load import run_wrk  # noqa: E402
+from load import Result, grpc_body, run_h2load, run_wrk  # noqa: E402
 from models import bench_rows, train  # noqa: E402
 from peers import PEERS, Layout  # noqa: E402
 from peers._base import v2_body  # noqa: E402
@@ -43,14 +45,28 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--grpc", action="store_true", help="also drive each server over gRPC")
     args = parser.parse_args()
     configs = [parse(spec) for spec in args.configs]
     models = train(WORK / "models")
-    body = v2_body(bench_rows("forest", 1))
+    rows = bench_rows("forest", 1)
+    body, message = v2_body(rows), grpc_body("forest", rows)
     peer = PEERS["inferline"]
     venv = peer.ensure_venv(WORK / "venvs", WORK / "logs" / "install-inferline.log")
-    cpu: dict[str, list[float]] = {name: [] for name, _ in configs}
-    rps: dict[str, list[float]] = {name: [] for name, _ in configs}
+    kinds = ["rest", "grpc"] if args.grpc else ["rest"]
+    labels = [
+        f"{name or 'defaults'}{'' if kind == 'rest' else ' (gRPC)'}"
+        for name, _ in configs
+        for kind in kinds
+    ]
+    cpu: dict[str, list[float]] = {label: [] for label in labels}
+    rps: dict[str, list[float]] = {label: [] for label in labels}
+
+    def drive(kind: str, url: str, address: str, pid: int) -> Result:
+        if kind == "grpc":
+            return run_h2load(address, message, args.connections, args.seconds, pid)
+        return run_wrk(url, body, args.connections, args.seconds, pid)
+
     with contextlib.ExitStack() as stack:
         servers = []
         for name, env in configs:
@@ -62,20 +78,23 @@ def main() -> None:
                 running(peer, layout, log_name=f"ab-{name or 'defaults'}")
             )
             url = f"http://127.0.0.1:{layout.http_port}/v2/models/forest/infer"
-            servers.append((name, url, process.pid))
-        for _name, url, pid in servers:  # warm-up: caches, first-use paths, windows filling
-            run_wrk(url, body, args.connections, args.seconds, pid)
+            address = f"127.0.0.1:{layout.grpc_port}"
+            for kind in kinds:
+                label = f"{name or 'defaults'}{'' if kind == 'rest' else ' (gRPC)'}"
+                servers.append((label, kind, url, address, process.pid))
+        for _label, kind, url, address, pid in servers:  # warm-up: caches, windows filling
+            drive(kind, url, address, pid)
         for round_ in range(args.rounds):
-            for name, url, pid in servers if round_ % 2 == 0 else servers[::-1]:
-                result = run_wrk(url, body, args.connections, args.seconds, pid)
-                cpu[name].append(result.cpu_us)
-                rps[name].append(result.rps)
+            for label, kind, url, address, pid in servers if round_ % 2 == 0 else servers[::-1]:
+                result = drive(kind, url, address, pid)
+                cpu[label].append(result.cpu_us)
+                rps[label].append(result.rps)
     print(f"median of {args.rounds} interleaved rounds of {args.seconds} s:")
-    for name, _ in configs:
-        spread = ", ".join(f"{value:.0f}" for value in cpu[name])
+    for label in labels:
+        spread = ", ".join(f"{value:.0f}" for value in cpu[label])
         print(
-            f"  {name or 'defaults':20s} {statistics.median(cpu[name]):6.1f} us/request "
-            f"{statistics.median(rps[name]):8,.0f} req/s   (cpu per round: {spread})"
+            f"  {label:27s} {statistics.median(cpu[label]):6.1f} us/request "
+            f"{statistics.median(rps[label]):8,.0f} req/s   (cpu per round: {spread})"
         )
 
 
