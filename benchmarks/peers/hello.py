@@ -1,5 +1,6 @@
-"""The ceiling: a raw Starlette route on inferline's own stack (uvicorn, uvloop,
-httptools, grpc.aio) that reads the request and answers a constant, in inferline's venv."""
+"""The ceiling: a raw Starlette route on inferline's own HTTP stack (uvicorn's server,
+uvloop, inferline's HTTP/1.1 protocol) that reads the request and answers a constant,
+in inferline's venv; for gRPC, grpc.aio doing the same."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ class Hello(Peer):
     checked = False
     grpc = True
     note = (
-        "no model: Starlette on inferline's uvicorn/uvloop/httptools answering a constant; "
+        "no model: Starlette on uvicorn/uvloop with inferline's HTTP/1.1 protocol answering a "
+        "constant; "
         "for gRPC, grpc.aio parsing the ModelInferRequest and answering a constant"
     )
 

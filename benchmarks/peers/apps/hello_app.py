@@ -1,5 +1,6 @@
-"""The ceiling: raw Starlette on uvicorn + uvloop + httptools, reading the body and
-answering a constant V2-shaped body (inferline's venv, inferline's stack); and a
+"""The ceiling: raw Starlette on uvicorn + uvloop + inferline's HTTP/1.1 protocol,
+reading the body and answering a constant V2-shaped body (inferline's venv,
+inferline's stack); and a
 grpc.aio ModelInfer in the same loop that parses the request and answers a
 constant ModelInferResponse, as inferline's gRPC server does.
 
@@ -14,6 +15,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from inferline.protocols.http1 import HttpProtocol
 
 ANSWER = (
     b'{"model_name":"forest","model_version":"1","outputs":['
@@ -86,7 +89,7 @@ if __name__ == "__main__":
         host="127.0.0.1",
         port=int(sys.argv[1]),
         loop="uvloop",
-        http="httptools",
+        http=HttpProtocol,  # the protocol inferline's REST server runs
         access_log=False,
         log_level="warning",
     )
