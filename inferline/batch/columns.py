@@ -96,6 +96,10 @@ def arrow_type(datatype: str) -> Any:
     return pa.from_numpy_dtype(DATATYPES[datatype].dtype)
 
 
+#: What each line of the reject file starts with, before the kept columns.
+REJECT_FIELDS = ("row", "error")
+
+
 def make_plan(
     inputs: Sequence[TensorSpec],
     outputs: Sequence[tuple[TensorSpec, int | None]],
@@ -133,6 +137,13 @@ def make_plan(
     clash = sorted(set(made) & set(keep))
     if clash:
         raise InvalidInput(f"kept column(s) {clash} have the name of a prediction column")
+    # A reject line is {"row", "error", *kept}: a kept "row" would overwrite the position.
+    clash = sorted(set(REJECT_FIELDS) & set(keep))
+    if clash:
+        raise InvalidInput(
+            f"kept column(s) {clash} have the name of a reject-file field "
+            f"({', '.join(REJECT_FIELDS)}); rename them in the input or leave them out of --keep"
+        )
     return Plan(tuple(planned), outs, tuple(keep))
 
 

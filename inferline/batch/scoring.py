@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from inferline.batch.columns import Plan, convert, range_mask
+from inferline.batch.columns import REJECT_FIELDS, Plan, convert, range_mask
 from inferline.batch.io import pyarrow
 from inferline.dataplane import DataPlane
 from inferline.errors import InvalidInput, ModelLoadError
@@ -210,7 +210,7 @@ class Scorer:
             pa.array([errors[i] for i in order], type=pa.string()),
             *kept.take(index).columns,
         ]
-        return pa.Table.from_arrays(columns, names=["row", "error", *kept.column_names])
+        return pa.Table.from_arrays(columns, names=[*REJECT_FIELDS, *kept.column_names])
 
 
 def _rows(

@@ -179,6 +179,20 @@ def test_features_choose_and_order_columns(model_dir: Path, tmp_path: Path) -> N
               keep=["label"])  # fmt: skip
 
 
+@pytest.mark.parametrize("field", ["row", "error"])
+def test_a_kept_column_named_as_a_reject_field_is_refused_before_reading(
+    model_dir: Path, tmp_path: Path, field: str
+) -> None:
+    """A reject line is {"row", "error", *kept}: a kept column of either name would
+    overwrite the rejected row's position or message in the reject file."""
+    table = demo_table(10)
+    path = write_table(table.append_column(field, table["id"]), tmp_path / "in.parquet")
+    with pytest.raises(InvalidInput, match=f"'{field}'.*reject-file field"):
+        score("demo", path, tmp_path / "x.parquet", model_dir=model_dir, features=FEATURES,
+              keep=["id", field])  # fmt: skip
+    assert not (tmp_path / "x.parquet").exists()
+
+
 def test_glob_to_folder_writes_one_file_per_input(model_dir: Path, tmp_path: Path) -> None:
     tables = [demo_table(70, seed=s) for s in range(3)]
     for i, table in enumerate(tables):
