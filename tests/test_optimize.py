@@ -149,6 +149,9 @@ async def test_forest_becomes_an_onnx_version_that_answers_alike(
     assert report.signature_kept and "reference profile" in report.reference
     assert report.warning is None
     assert registry.aliases("fraud") == {"production": 1}  # no alias moved unasked
+    # Without --data the new version keeps the source's profile: drift and skew
+    # monitoring carry over when it is promoted.
+    assert source.profile is not None and new.profile == source.profile
 
     rows = fresh_rows()
     before = await answers(registry, source, executor, rows)

@@ -44,10 +44,16 @@ async def register(
     tags: dict[str, str] | None = None,
     metrics: dict[str, float] | None = None,
     reference: Path | None = None,
+    profile: dict[str, Any] | None = None,
     alias: str | None = None,
     actor: str | None = None,
 ) -> ModelVersion:
-    """Check the artifact loads and answers, then add it as the next version."""
+    """Check the artifact loads and answers, then add it as the next version.
+
+    ``reference`` (training data) is profiled for drift and skew; without it, a
+    ready ``profile`` is stored as given (a version derived from another one,
+    whose answers were checked to agree, keeps its source's).
+    """
     check_name(name)
     actor = actor or default_actor()
     source, exists = await asyncio.to_thread(inspect_path, source)
@@ -71,7 +77,6 @@ async def register(
         )
         raise
     try:
-        profile = None
         if reference is not None:
             profile = await _profile_reference(model, reference)
         record = await asyncio.to_thread(

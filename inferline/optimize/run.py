@@ -183,6 +183,9 @@ async def _optimize(
                     },
                     description=_description(record, quantize),
                     reference=data,
+                    # Without --data, the source's profile: the answers were just
+                    # checked to agree with its within tolerance.
+                    profile=None if data is not None else record.profile,
                     alias=alias,
                     actor=actor,
                 )
