@@ -46,10 +46,14 @@ class Inferline(Peer):
             str(layout.extra.get("workers", 1)),
         ]
 
+    #: The settings a variant of this peer changes (environment variables).
+    settings: tuple[tuple[str, str], ...] = ()
+
     def env(self, layout: Layout) -> dict[str, str]:
         env = super().env(layout)
         env["INFERLINE_HOME"] = str(layout.folder / "home")
         env.update(layout.extra.get("env", {}))
+        env.update(self.settings)  # a variant stays itself under --inferline-env
         return env
 
 
@@ -64,15 +68,11 @@ class InferlineBare(Inferline):
         "validation on; INFERLINE_METRICS=false, INFERLINE_REQUEST_LOG=off, "
         "INFERLINE_MONITORING__ENABLED=false: what metrics, request log and drift monitor cost"
     )
-
-    def env(self, layout: Layout) -> dict[str, str]:
-        env = super().env(layout)
-        env.update(
-            INFERLINE_METRICS="false",
-            INFERLINE_REQUEST_LOG="off",
-            INFERLINE_MONITORING__ENABLED="false",
-        )
-        return env
+    settings = (
+        ("INFERLINE_METRICS", "false"),
+        ("INFERLINE_REQUEST_LOG", "off"),
+        ("INFERLINE_MONITORING__ENABLED", "false"),
+    )
 
 
 class InferlineObserved(Inferline):
@@ -87,11 +87,7 @@ class InferlineObserved(Inferline):
         "validation, metrics and request log on (the defaults); INFERLINE_MONITORING__ENABLED="
         "false: no drift/skew windows and no feedback join"
     )
-
-    def env(self, layout: Layout) -> dict[str, str]:
-        env = super().env(layout)
-        env["INFERLINE_MONITORING__ENABLED"] = "false"
-        return env
+    settings = (("INFERLINE_MONITORING__ENABLED", "false"),)
 
 
 class InferlineLogged(Inferline):
@@ -122,11 +118,7 @@ class InferlineGrpcio(Inferline):
     title = "inferline, gRPC on grpcio"
     serves = frozenset({"forest"})
     note = "defaults with INFERLINE_GRPC_ENGINE=grpcio (grpc.aio in the event loop)"
-
-    def env(self, layout: Layout) -> dict[str, str]:
-        env = super().env(layout)
-        env["INFERLINE_GRPC_ENGINE"] = "grpcio"
-        return env
+    settings = (("INFERLINE_GRPC_ENGINE", "grpcio"),)
 
 
 class InferlineNative(Inferline):
@@ -136,8 +128,4 @@ class InferlineNative(Inferline):
     title = "inferline, gRPC native"
     serves = frozenset({"forest"})
     note = "defaults with INFERLINE_GRPC_ENGINE=native (inferline.protocols.grpc_h2)"
-
-    def env(self, layout: Layout) -> dict[str, str]:
-        env = super().env(layout)
-        env["INFERLINE_GRPC_ENGINE"] = "native"
-        return env
+    settings = (("INFERLINE_GRPC_ENGINE", "native"),)
