@@ -45,10 +45,10 @@ async def serve(engine: str, port: int) -> None:
         return ANSWER, "1"
 
     if engine == "native":
-        from inferline.protocols.grpc_h2 import GrpcServer
-        from inferline.protocols.sockets import listen_socket
+        from inferline.protocols.grpc_native import native_server
+        from inferline.transport.sockets import listen_socket
 
-        server = GrpcServer(DataPlane(settings))
+        server = native_server(DataPlane(settings))
         server._dispatcher._infer = constant  # the transport alone: no data plane
         await server.start(listen_socket("127.0.0.1", port))
     else:

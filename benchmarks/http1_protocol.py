@@ -29,7 +29,7 @@ import uvicorn  # noqa: E402
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: E402
 from uvicorn.server import ServerState  # noqa: E402
 
-from inferline.protocols.http1 import HttpProtocol  # noqa: E402
+from inferline.transport.http1 import HttpProtocol  # noqa: E402
 
 PROTOCOLS: dict[str, Any] = {"uvicorn": HttpToolsProtocol, "inferline": HttpProtocol}
 ANSWER = b'{"model_name":"forest","outputs":[]}'

@@ -30,12 +30,14 @@ from inferline.monitoring.metrics import MULTIPROC_ENV
 from inferline.monitoring.monitor import Monitor, folder_profiles, registry_profiles
 from inferline.monitoring.report import MonitorCollector
 from inferline.monitoring.telemetry import Telemetry
-from inferline.protocols import grpc_h2, v2_grpc
-from inferline.protocols.http1 import HttpProtocol
+from inferline.protocols import v2_grpc
+from inferline.protocols.grpc_native import native_server
 from inferline.protocols.rest_app import build_app
-from inferline.protocols.sockets import listen_socket
 from inferline.registry.store import Registry
 from inferline.settings import ModelMonitoring, Settings
+from inferline.transport.grpc_h2 import GrpcServer
+from inferline.transport.http1 import HttpProtocol
+from inferline.transport.sockets import listen_socket
 
 __all__ = ["build_server_app", "run", "start_workers"]
 
@@ -88,14 +90,12 @@ def build_server_app(settings: Settings, dataplane: DataPlane | None = None) -> 
     )
 
 
-async def _start_grpc(
-    settings: Settings, plane: DataPlane
-) -> grpc.aio.Server | grpc_h2.GrpcServer | None:
+async def _start_grpc(settings: Settings, plane: DataPlane) -> grpc.aio.Server | GrpcServer | None:
     """The gRPC server of ``settings.grpc_engine``, started in this loop (None: gRPC off)."""
     if settings.grpc_port is None:
         return None
     if settings.grpc_engine == "native":
-        native = grpc_h2.GrpcServer(plane)
+        native = native_server(plane)
         sock = _listen_socket(settings, settings.grpc_port)
         await native.start(sock)
         logger.info("gRPC (native) listening on %s:%d", settings.host, native.port)

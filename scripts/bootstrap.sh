@@ -9,7 +9,7 @@ command -v "$PY" >/dev/null || PY=python3
 need_apt=()
 "$PY" -c "import venv, ensurepip" 2>/dev/null || need_apt+=("python3-venv" "python3.11-venv")
 command -v gcc >/dev/null || need_apt+=("build-essential" "python3-dev")
-# h2load: the gRPC load generator of benchmarks/ and tests/protocols/test_grpc_h2_h2load.py.
+# h2load: the gRPC load generator of benchmarks/ and tests/transport/test_grpc_h2_h2load.py.
 command -v h2load >/dev/null || need_apt+=("nghttp2-client")
 # wrk: the HTTP load generator of `make bench`.
 command -v wrk >/dev/null || need_apt+=("wrk")

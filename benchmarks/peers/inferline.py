@@ -127,5 +127,5 @@ class InferlineNative(Inferline):
     name = "inferline-native"
     title = "inferline, gRPC native"
     serves = frozenset({"forest"})
-    note = "defaults with INFERLINE_GRPC_ENGINE=native (inferline.protocols.grpc_h2)"
+    note = "defaults with INFERLINE_GRPC_ENGINE=native (inferline.transport.grpc_h2)"
     settings = (("INFERLINE_GRPC_ENGINE", "native"),)

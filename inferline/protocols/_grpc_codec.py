@@ -30,8 +30,8 @@ from google.protobuf.message import DecodeError
 
 from inferline.codecs import decode_bytes_raw, encode_bytes_raw
 from inferline.errors import InvalidInput
-from inferline.protocols import _grpc_wire
 from inferline.protocols._generated import inference_pb2 as pb
+from inferline.transport import grpc_wire as _grpc_wire
 from inferline.types import (
     DATATYPES,
     Datatype,

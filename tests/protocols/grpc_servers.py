@@ -15,9 +15,10 @@ import pytest
 
 from inferline.dataplane import DataPlane
 from inferline.protocols import v2_grpc
-from inferline.protocols.grpc_h2 import GrpcServer, Limits
-from inferline.protocols.sockets import listen_socket
+from inferline.protocols.grpc_native import native_server
 from inferline.settings import Settings
+from inferline.transport.grpc_h2 import Limits
+from inferline.transport.sockets import listen_socket
 
 ENGINES = ("grpcio", "native")
 
@@ -40,7 +41,7 @@ async def start_server(
 ) -> tuple[Any, str]:
     """A started server and its ``host:port``; ``await server.stop(None)`` ends it."""
     if engine == "native":
-        server = GrpcServer(dataplane, Limits(settings.grpc_max_message_bytes, **limits))
+        server = native_server(dataplane, Limits(settings.grpc_max_message_bytes, **limits))
         await server.start(listen_socket("127.0.0.1", 0))
         return server, f"127.0.0.1:{server.port}"
     aio = grpc.aio.server(options=v2_grpc.server_options(settings))

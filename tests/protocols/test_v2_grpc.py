@@ -1,7 +1,7 @@
 """V2 gRPC in process: a server on port 0 in the test's loop, real models behind it.
 
 Every test that talks to a server runs against both engines (``engine``): grpc.aio
-(grpcio) and the native HTTP/2 server (``inferline.protocols.grpc_h2``).
+(grpcio) and the native HTTP/2 server (``inferline.transport.grpc_h2``).
 
 Requests are built from the shared payloads in tests/data/ and encoded here by
 hand (typed and raw), so a codec bug in the server cannot hide behind the same

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from inferline.protocols.http1 import HttpProtocol
+from inferline.transport.http1 import HttpProtocol
 
 ANSWER = (
     b'{"model_name":"forest","model_version":"1","outputs":['

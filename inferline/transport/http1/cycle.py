@@ -10,7 +10,7 @@ from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, ST
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 if TYPE_CHECKING:
-    from inferline.protocols.http1.connection import HttpProtocol
+    from inferline.transport.http1.connection import HttpProtocol
 
 __all__ = ["App", "Cycle"]
 

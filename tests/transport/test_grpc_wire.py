@@ -16,7 +16,6 @@ import pytest
 from google.protobuf.message import DecodeError
 
 from inferline.errors import InvalidInput
-from inferline.protocols import _grpc_wire
 from inferline.protocols._generated import inference_pb2 as pb
 from inferline.protocols._grpc_codec import (
     decode_infer,
@@ -24,6 +23,7 @@ from inferline.protocols._grpc_codec import (
     encode_infer,
     encode_response,
 )
+from inferline.transport import grpc_wire as _grpc_wire
 from inferline.types import InferRequest, InferResponse, Tensor
 from tests.protocols.test_v2_grpc import load_payload, to_pb
 

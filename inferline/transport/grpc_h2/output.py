@@ -1,6 +1,6 @@
 """The sending half of a native gRPC connection: answers, flow control, stream ends.
 
-:class:`Output` is the base of :class:`~inferline.protocols.grpc_h2.connection.Connection`
+:class:`Output` is the base of :class:`~inferline.transport.grpc_h2.connection.Connection`
 (which reads); it owns what both halves touch: the open streams, the windows
 in both directions and the one place bytes go out (:meth:`Output._write`, which
 batches while ``data_received`` runs). Its writers put a whole answer into one
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 
-from inferline.protocols.grpc_h2 import frames as f
-from inferline.protocols.grpc_h2.frames import ErrorCode, Limits
-from inferline.protocols.grpc_h2.streams import Stream
+from inferline.transport.grpc_h2 import frames as f
+from inferline.transport.grpc_h2.frames import ErrorCode, Limits
+from inferline.transport.grpc_h2.streams import Stream
 
 __all__ = ["Output"]
 

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import hpack
 
-from inferline.protocols.grpc_h2 import frames as f
+from inferline.transport.grpc_h2 import frames as f
 
 PREFACE = f.PREFACE
 

@@ -11,22 +11,17 @@ import asyncio
 import contextlib
 import socket
 
-from inferline.dataplane import DataPlane
-from inferline.protocols.grpc_h2.connection import Connection, Limits
-from inferline.protocols.grpc_h2.dispatch import Dispatcher
-from inferline.protocols.v2_grpc import GrpcService
+from inferline.transport.grpc_h2.connection import Connection, Dispatcher, Limits
 
 __all__ = ["GrpcServer"]
 
 
 class GrpcServer:
-    """V2 inference and ``grpc.health.v1`` over inferline's own HTTP/2 (h2c, no TLS)."""
+    """gRPC over inferline's own HTTP/2 (h2c, no TLS); what the RPCs do is ``dispatcher``'s."""
 
-    def __init__(self, dataplane: DataPlane, limits: Limits | None = None) -> None:
-        self._limits = limits or Limits(dataplane.settings.grpc_max_message_bytes)
-        self._dispatcher = Dispatcher(
-            GrpcService(dataplane), self._limits.max_message, self._limits.max_header_list_size
-        )
+    def __init__(self, dispatcher: Dispatcher, limits: Limits) -> None:
+        self._limits = limits
+        self._dispatcher = dispatcher
         self._connections: set[Connection] = set()
         self._server: asyncio.Server | None = None
         self._closed: asyncio.Event | None = None

@@ -10,7 +10,7 @@ modules: ``frames`` (wire constants), ``hpack`` (header compression),
 (listening and shutdown).
 """
 
-from inferline.protocols.grpc_h2.connection import Limits
-from inferline.protocols.grpc_h2.server import GrpcServer
+from inferline.transport.grpc_h2.connection import Limits
+from inferline.transport.grpc_h2.server import GrpcServer
 
 __all__ = ["GrpcServer", "Limits"]

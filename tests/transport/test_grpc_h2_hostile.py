@@ -18,10 +18,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from inferline.dataplane import DataPlane
-from inferline.protocols.grpc_h2 import frames as f
-from inferline.protocols.grpc_h2.frames import ErrorCode
+from inferline.transport.grpc_h2 import frames as f
+from inferline.transport.grpc_h2.frames import ErrorCode
 from tests.protocols.grpc_servers import start_server
-from tests.protocols.h2_client import RawClient, frame, grpc_message, request_headers
+from tests.transport.h2_client import RawClient, frame, grpc_message, request_headers
 
 CHECK = health_pb2.HealthCheckRequest(service="").SerializeToString()
 STATUS = "grpc-status"
@@ -33,11 +33,11 @@ async def no_loop_errors(caplog: pytest.LogCaptureFixture) -> AsyncIterator[None
     loop = asyncio.get_running_loop()
     seen: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _, context: seen.append(context))
-    with caplog.at_level(logging.ERROR, logger="inferline.protocols.grpc_h2"):
+    with caplog.at_level(logging.ERROR, logger="inferline.transport.grpc_h2"):
         yield
     loop.set_exception_handler(None)
     assert seen == []
-    assert [r for r in caplog.records if r.name.startswith("inferline.protocols.grpc_h2")] == []
+    assert [r for r in caplog.records if r.name.startswith("inferline.transport.grpc_h2")] == []
 
 
 async def start(dataplane: DataPlane, **limits: Any) -> tuple[Any, str]:

@@ -17,14 +17,23 @@ import zlib
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
+from inferline.dataplane import DataPlane
 from inferline.errors import BadRequest
-from inferline.protocols.grpc_h2.connection import Connection
-from inferline.protocols.grpc_h2.hpack import literal, literal_value
-from inferline.protocols.grpc_h2.streams import Stream
 from inferline.protocols.status import MODEL_VERSION_HEADER, REQUEST_ID_HEADER, new_request_id
 from inferline.protocols.v2_grpc import MODEL_INFER_PATH, GrpcService, Metadata, Rpc, failure
+from inferline.transport.grpc_h2 import GrpcServer, Limits
+from inferline.transport.grpc_h2.connection import Connection
+from inferline.transport.grpc_h2.hpack import literal, literal_value
+from inferline.transport.grpc_h2.streams import Stream
 
-__all__ = ["CODES", "RESPONSE_HEADERS", "Dispatcher", "http_status", "status_block"]
+__all__ = [
+    "CODES",
+    "RESPONSE_HEADERS",
+    "Dispatcher",
+    "http_status",
+    "native_server",
+    "status_block",
+]
 
 #: ``grpc.StatusCode`` names to their numbers (so this module needs no grpcio).
 CODES = {
@@ -281,3 +290,10 @@ def _parse(rpc: Rpc, message: bytes) -> Any:
         return rpc.deserialize(message)
     except Exception as exc:  # protobuf's DecodeError and friends
         raise BadRequest(f"request is not a valid message: {exc}") from exc
+
+
+def native_server(dataplane: DataPlane, limits: Limits | None = None) -> GrpcServer:
+    """V2 inference and ``grpc.health.v1`` on the native HTTP/2 transport."""
+    limits = limits or Limits(dataplane.settings.grpc_max_message_bytes)
+    dispatcher = Dispatcher(GrpcService(dataplane), limits.max_message, limits.max_header_list_size)
+    return GrpcServer(dispatcher, limits)

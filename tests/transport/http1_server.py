@@ -26,7 +26,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from inferline.protocols.http1 import HttpProtocol
+from inferline.transport.http1 import HttpProtocol
 
 __all__ = [
     "PROTOCOLS",

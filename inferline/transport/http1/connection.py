@@ -19,7 +19,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from uvicorn.server import ServerState
 
-from inferline.protocols.http1.cycle import App, Cycle
+from inferline.transport.http1.cycle import App, Cycle
 
 __all__ = ["MAX_HEAD_BYTES", "HttpProtocol"]
 

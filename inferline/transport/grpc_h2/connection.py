@@ -1,9 +1,9 @@
 """One HTTP/2 connection (RFC 9113) of the native gRPC server, as an asyncio ``Protocol``.
 
 Reads frames, keeps stream state and checks every frame against the spec, and
-hands complete requests to the :class:`~inferline.protocols.grpc_h2.dispatch.Dispatcher`;
+hands complete requests to the :class:`~inferline.protocols.grpc_native.Dispatcher`;
 the writing half (answers, windows, stream ends) is its base class,
-:class:`~inferline.protocols.grpc_h2.output.Output`. Control frames produced
+:class:`~inferline.transport.grpc_h2.output.Output`. Control frames produced
 while reading (SETTINGS and PING acks, WINDOW_UPDATE, RST_STREAM) are written
 once, at the end of ``data_received``.
 
@@ -18,18 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from inferline.protocols.grpc_h2 import frames as f
-from inferline.protocols.grpc_h2.frames import ErrorCode, Limits
-from inferline.protocols.grpc_h2.hpack import Decoder, HpackError
-from inferline.protocols.grpc_h2.output import Output
-from inferline.protocols.grpc_h2.streams import RequestHead, Stream, parse_head
+from inferline.transport.grpc_h2 import frames as f
+from inferline.transport.grpc_h2.frames import ErrorCode, Limits
+from inferline.transport.grpc_h2.hpack import Decoder, HpackError
+from inferline.transport.grpc_h2.output import Output
+from inferline.transport.grpc_h2.streams import RequestHead, Stream, parse_head
 
-if TYPE_CHECKING:
-    from inferline.protocols.grpc_h2.dispatch import Dispatcher
-
-__all__ = ["Connection", "Limits"]
+__all__ = ["Connection", "Dispatcher", "Limits"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +34,19 @@ _unpack_header = f.HEADER.unpack_from
 _DEFAULT_WINDOW = 65_535
 #: Repeated header blocks cached per connection (see ``Decoder.decode``).
 _HEAD_CACHE = 64
+
+
+class Dispatcher(Protocol):
+    """What a connection needs of the layer above it (``protocols/grpc_native.py``)."""
+
+    def open(self, conn: Connection, stream: Stream) -> bool:
+        """Check a new request's head; False when it was answered (refused) already."""
+
+    def size_ok(self, conn: Connection, stream: Stream) -> bool:
+        """Check a message's declared length once its prefix is in; False when refused."""
+
+    def start(self, conn: Connection, stream: Stream) -> None:
+        """Run the request, whose message is complete."""
 
 
 class ConnectionError_(Exception):

@@ -20,13 +20,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inferline.dataplane import DataPlane
-from inferline.protocols.grpc_h2 import frames as f
-from inferline.protocols.grpc_h2.connection import Connection
-from inferline.protocols.grpc_h2.dispatch import Dispatcher
-from inferline.protocols.grpc_h2.frames import Limits
-from inferline.protocols.grpc_h2.hpack import Decoder, HpackError
+from inferline.protocols.grpc_native import Dispatcher
 from inferline.protocols.v2_grpc import GrpcService
 from inferline.settings import Settings
+from inferline.transport.grpc_h2 import frames as f
+from inferline.transport.grpc_h2.connection import Connection
+from inferline.transport.grpc_h2.frames import Limits
+from inferline.transport.grpc_h2.hpack import Decoder, HpackError
 
 NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-_0123456789", min_size=1, max_size=20)
 VALUES = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
@@ -152,9 +152,9 @@ def test_connection_survives_any_frames(
         return transport
 
     caplog.clear()
-    with caplog.at_level(logging.ERROR, logger="inferline.protocols.grpc_h2"):
+    with caplog.at_level(logging.ERROR, logger="inferline.transport.grpc_h2"):
         transport = asyncio.run(run())
-    assert not [r for r in caplog.records if r.name.startswith("inferline.protocols.grpc_h2")]
+    assert not [r for r in caplog.records if r.name.startswith("inferline.transport.grpc_h2")]
     written = frames_of(bytes(transport.written))
     assert written[0][0] == f.SETTINGS
     goaways = [frame for frame in written if frame[0] == f.GOAWAY]

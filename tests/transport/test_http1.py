@@ -13,11 +13,11 @@ import asyncio
 import pytest
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from inferline.protocols.http1 import HttpProtocol
-from tests.protocols.http1_server import Http1Server as _Server
-from tests.protocols.http1_server import complete as _complete
-from tests.protocols.http1_server import exchange as _exchange
-from tests.protocols.http1_server import without_date as _without_date
+from inferline.transport.http1 import HttpProtocol
+from tests.transport.http1_server import Http1Server as _Server
+from tests.transport.http1_server import complete as _complete
+from tests.transport.http1_server import exchange as _exchange
+from tests.transport.http1_server import without_date as _without_date
 
 REQUESTS = {
     "get": b"GET /small HTTP/1.1\r\nhost: x\r\n\r\n",

@@ -26,6 +26,6 @@ answered as a plain HTTP request, with a warning, as uvicorn does without a
 WebSocket library.
 """
 
-from inferline.protocols.http1.connection import MAX_HEAD_BYTES, HttpProtocol
+from inferline.transport.http1.connection import MAX_HEAD_BYTES, HttpProtocol
 
 __all__ = ["MAX_HEAD_BYTES", "HttpProtocol"]

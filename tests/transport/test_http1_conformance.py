@@ -25,8 +25,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from uvicorn.server import ServerState
 
-from inferline.protocols.http1 import MAX_HEAD_BYTES, HttpProtocol
-from tests.protocols.http1_server import (
+from inferline.transport.http1 import MAX_HEAD_BYTES, HttpProtocol
+from tests.transport.http1_server import (
     BIG,
     PROTOCOLS,
     STREAM_PART,
