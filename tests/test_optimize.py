@@ -352,3 +352,42 @@ def test_cli_prints_before_and_after_and_dry_run_registers_nothing(run, tmp_path
     assert "registered fraud version 2 (staging) (onnx), tagged optimized_from=1" in out
     assert "warning: version 1 has no reference profile" in out  # and no --data
     assert "onnx" in run("models", "show", "fraud")
+
+
+def _avx2_matmul_integer(activations: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``MatMulInteger`` as x86 CPUs without VNNI compute it: VPMADDUBSW adds each pair
+    of u8 x s8 products in a saturating int16 before the int32 sum (VPMADDWD)."""
+    a = activations.astype(np.int32)
+    w = weights.astype(np.int32)
+    if a.shape[1] % 2:
+        a = np.pad(a, ((0, 0), (0, 1)))
+        w = np.pad(w, ((0, 1), (0, 0)))
+    pairs = a[:, 0::2, None] * w[None, 0::2, :] + a[:, 1::2, None] * w[None, 1::2, :]
+    return np.clip(pairs, -(1 << 15), (1 << 15) - 1).sum(axis=1)
+
+
+def test_int8_weights_cannot_saturate_cpus_without_vnni(tmp_path: Path) -> None:
+    """The quantized network gives the same integer products on every x86-64 CPU.
+
+    Without ``reduce_range`` the weights span [-127, 127]: two products of a u8
+    activation and such a weight overflow an int16 (a 0.47 difference on an AVX2-only
+    EPYC). The emulation below is that CPU's arithmetic, so this holds on any host.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    from inferline.optimize.convert import quantize
+
+    quantized = quantize(onnx.load(str(network_file(tmp_path))))
+    weights = [
+        numpy_helper.to_array(init)
+        for init in quantized.graph.initializer
+        if init.data_type == onnx.TensorProto.INT8 and len(init.dims) == 2
+    ]
+    assert weights, "no int8 weight matrix in the quantized graph"
+    worst = np.full((1, max(w.shape[0] for w in weights)), 255, dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    for matrix in weights:
+        for activations in (worst[:, : matrix.shape[0]], rng.integers(0, 256, (64, matrix.shape[0]))):
+            exact = activations.astype(np.int64) @ matrix.astype(np.int64)
+            np.testing.assert_array_equal(_avx2_matmul_integer(activations, matrix), exact)
