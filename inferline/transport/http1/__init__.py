@@ -28,4 +28,10 @@ WebSocket library.
 
 from inferline.transport.http1.connection import MAX_HEAD_BYTES, HttpProtocol
 
-__all__ = ["MAX_HEAD_BYTES", "HttpProtocol"]
+__all__ = ["MAX_HEAD_BYTES", "TESTED_UVICORN", "HttpProtocol"]
+
+#: The uvicorn minor releases whose internals (``Config``, ``ServerState``, flow control,
+#: ``httptools_impl``'s regexes and status lines) this protocol was tested against;
+#: pyproject.toml admits exactly these, and tests/transport/test_http1_uvicorn.py fails
+#: on any other, so a uvicorn upgrade is a deliberate, tested change.
+TESTED_UVICORN = ("0.55",)
