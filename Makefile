@@ -4,9 +4,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PKG := inferline
 
-.PHONY: demo test check generate bench bench-quick bench-profile format services clean
+.PHONY: demo test check generate bench bench-quick bench-profile format services clean lock
 
-$(STAMP): pyproject.toml scripts/bootstrap.sh
+$(STAMP): pyproject.toml constraints.txt scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
 
 demo: $(STAMP)
@@ -43,6 +43,10 @@ bench-quick: $(STAMP)
 # py-spy (or pyinstrument: BENCH_ARGS="--tool pyinstrument") under wrk load.
 bench-profile: $(STAMP)
 	$(BIN)/python benchmarks/profile.py $(BENCH_ARGS)
+
+# Re-resolve every dependency and rewrite constraints.txt (then run make test and commit).
+lock:
+	bash scripts/lock.sh
 
 services:
 	bash scripts/services.sh

@@ -24,10 +24,13 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[all,dev]'
+# Every version comes from constraints.txt (scripts/lock.sh refreshes it), so a fresh
+# machine tests what CI tested, not whatever was released since.
+.venv/bin/python -m pip install -q -c constraints.txt pip
+.venv/bin/pip install -q -c constraints.txt -e '.[all,dev]'
 # The CPU build: on machines that carry the wheel locally pip takes it from there.
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-  .venv/bin/pip install -q 'torch==2.13.0' || echo "bootstrap: torch not installed; torch tests will skip" >&2
+  .venv/bin/pip install -q -c constraints.txt 'torch==2.13.0' \
+    || echo "bootstrap: torch not installed; torch tests will skip" >&2
 fi
 touch .venv/.installed
