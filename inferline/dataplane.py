@@ -33,11 +33,14 @@ from inferline.settings import Settings, TensorSpec
 from inferline.types import InferRequest, InferResponse, Tensor, datatype_of
 from inferline.validation import check_inputs, check_limits
 
-__all__ = ["EXTENSIONS", "DataPlane"]
+__all__ = ["CLIENT_CLOSED_REQUEST", "EXTENSIONS", "DataPlane"]
 
 logger = logging.getLogger(__name__)
 
 EXTENSIONS = ("binary_tensor_data",)
+#: The status observers see for a request cancelled because its client went away
+#: (nginx's 499 "client closed request"; no client ever receives it).
+CLIENT_CLOSED_REQUEST = 499
 NO_OBSERVERS = Observers()
 
 
@@ -250,10 +253,14 @@ class DataPlane:
         try:
             served = self.resolve(name, version)
             response, cache_state = await self._infer(served, name, request)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
             if self.observers:
-                status = exc.http_status if isinstance(exc, InferlineError) else 500
-                message = exc.message if isinstance(exc, InferlineError) else type(exc).__name__
+                if isinstance(exc, InferlineError):
+                    status, message = exc.http_status, exc.message
+                elif isinstance(exc, asyncio.CancelledError):  # the client went away
+                    status, message = CLIENT_CLOSED_REQUEST, "client closed request"
+                else:
+                    status, message = 500, type(exc).__name__
                 self._notify(
                     InferenceRecord(
                         request_id,

@@ -1,4 +1,11 @@
-"""The ASGI application: every REST protocol's routes plus the one error handler."""
+"""The ASGI application: every REST protocol's routes plus the one error handler.
+
+The inference protocols' routes (V2, TF Serving, MLflow) are cancelled when
+their client hangs up (on inferline's HTTP/1.1 transport, see
+:data:`~inferline.transport.http1.CANCEL_ON_DISCONNECT`): the request leaves its
+batching queue and stops holding a model slot. Management and monitoring routes
+run to the end, so a change they began is never cut in half.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +19,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from inferline.dataplane import DataPlane
 from inferline.errors import BadRequest, InferlineError, MethodNotAllowed, RouteNotFound
@@ -27,6 +34,7 @@ from inferline.protocols.status import (
     error_body,
     new_request_id,
 )
+from inferline.transport.http1 import CANCEL_ON_DISCONNECT
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +58,9 @@ def build_app(
     app = _App(
         v2_rest.Infer(dataplane, dataplane.settings.max_body_bytes),
         routes=[
-            *v2_rest.routes(dataplane),
-            *mlflow.routes(dataplane),
-            *tfserving.routes(dataplane),
+            *_cancellable(v2_rest.routes(dataplane)),
+            *_cancellable(mlflow.routes(dataplane)),
+            *_cancellable(tfserving.routes(dataplane)),
             *openapi.routes(),
         ],
         exception_handlers={
@@ -95,6 +103,7 @@ class _App(Starlette):
             if params is not None:
                 scope["app"] = self
                 scope["path_params"] = params
+                scope[CANCEL_ON_DISCONNECT] = True
                 await self._infer(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
@@ -106,6 +115,21 @@ def _metrics_endpoint(metrics: Metrics) -> Callable[[Request], Awaitable[Respons
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return scrape
+
+
+def _cancellable(routes: list[Route]) -> list[BaseRoute]:
+    """``routes`` marked to be cancelled when their client hangs up."""
+    for route in routes:
+        route.app = _cancel_on_disconnect(route.app)
+    return list(routes)
+
+
+def _cancel_on_disconnect(app: ASGIApp) -> ASGIApp:
+    async def marked(scope: Scope, receive: Receive, send: Send) -> None:
+        scope[CANCEL_ON_DISCONNECT] = True
+        await app(scope, receive, send)
+
+    return marked
 
 
 async def _error_response(request: Request, exc: Exception) -> Response:
