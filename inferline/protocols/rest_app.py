@@ -1,5 +1,10 @@
 """The ASGI application: every REST protocol's routes plus the one error handler.
 
+:func:`error_response` is the only thing that answers an error over REST: the
+app registers it for :class:`InferlineError` and, as the fallback, for any other
+exception (an ``InternalError`` carrying the request id, no traceback); the V2
+infer fast path renders through the same :func:`~inferline.protocols.status.rest_error`.
+
 The inference protocols' routes (V2, TF Serving, MLflow) are cancelled when
 their client hangs up (on inferline's HTTP/1.1 transport, see
 :data:`~inferline.transport.http1.CANCEL_ON_DISCONNECT`): the request leaves its
@@ -28,17 +33,12 @@ from inferline.lifecycle import RegistrySync
 from inferline.monitoring.metrics import Metrics
 from inferline.monitoring.monitor import Monitor
 from inferline.protocols import management, mlflow, monitoring_api, openapi, tfserving, v2_rest
-from inferline.protocols.status import (
-    REQUEST_ID_HEADER,
-    as_inferline_error,
-    error_body,
-    new_request_id,
-)
+from inferline.protocols.status import ERROR_SHAPE, REQUEST_ID_HEADER, new_request_id, rest_error
 from inferline.transport.http1 import CANCEL_ON_DISCONNECT
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_app"]
+__all__ = ["build_app", "error_response"]
 
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[Any]]
 
@@ -65,9 +65,9 @@ def build_app(
         ],
         exception_handlers={
             ClientDisconnect: _client_gone,
-            InferlineError: _error_response,
+            InferlineError: error_response,
             HTTPException: _http_error,
-            Exception: _error_response,
+            Exception: error_response,
         },
         lifespan=lifespan,
     )
@@ -132,11 +132,13 @@ def _cancel_on_disconnect(app: ASGIApp) -> ASGIApp:
     return marked
 
 
-async def _error_response(request: Request, exc: Exception) -> Response:
+async def error_response(request: Request, exc: Exception) -> Response:
+    """The one REST error handler: any exception, in the shape of the route's family."""
     request_id = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
-    error = as_inferline_error(exc, request_id)
-    headers = {REQUEST_ID_HEADER: request_id, **dict(error.headers)}
-    return Response(error_body(error), error.http_status, headers, media_type="application/json")
+    status, headers, body = rest_error(exc, request_id, request.scope.get(ERROR_SHAPE))
+    response = Response(body, status)
+    response.raw_headers = headers
+    return response
 
 
 async def _client_gone(request: Request, exc: Exception) -> Response:
@@ -155,4 +157,4 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         error = MethodNotAllowed(f"method {request.method} is not allowed on {request.url.path}")
     else:
         error = BadRequest(str(getattr(exc, "detail", "bad request")))
-    return await _error_response(request, error)
+    return await error_response(request, error)
