@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -160,7 +161,10 @@ async def test_clients_that_hang_up_leave_the_queue_and_never_reach_the_model(
     assert served.plane.snapshot()["inflight"]["batched"] == 0
 
 
-async def test_a_hang_up_cancels_the_model_call_under_way(served: Served) -> None:
+async def test_a_hang_up_cancels_the_model_call_under_way(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="uvicorn.error")
     model = gated(served.plane, "direct")
     _, writer = await served.send("/v2/models/direct/infer")
     await poll(lambda: model.calls == [1], "the request to reach the model")
@@ -170,6 +174,11 @@ async def test_a_hang_up_cancels_the_model_call_under_way(served: Served) -> Non
     assert served.plane.snapshot()["inflight"]["direct"] == 0
     assert served.counted("direct", 499) == 1
     assert served.counted("direct", 200) == 0
+    # nothing failed: no error logged, one debug line
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert [r.getMessage() for r in caplog.records if "went away" in r.getMessage()] == [
+        "client went away; its request to /v2/models/direct/infer was cancelled"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -72,12 +72,16 @@ class Cycle:
     def client_gone(self) -> None:
         """The connection closed: wake the app's receive(), and cancel the app's call
         when the request asked for it (see :data:`CANCEL_ON_DISCONNECT`)."""
-        if not self.response_complete:
+        if not (self.response_complete or self.disconnected):
             self.disconnected = True
             task = self.task
-            if task is not None and self.scope.get(CANCEL_ON_DISCONNECT) and not task.done():
+            if task is not None and self._cancelled_by_client() and not task.done():
                 task.cancel()
         self.wake()
+
+    def _cancelled_by_client(self) -> bool:
+        """The client went away from a request that asked to be cancelled then."""
+        return self.disconnected and bool(self.scope.get(CANCEL_ON_DISCONNECT))
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -88,15 +92,13 @@ class Cycle:
         protocol = self.protocol
         try:
             result = await app(self.scope, self.receive, self.send)
-        except asyncio.CancelledError as exc:
-            if not (self.disconnected and self.scope.get(CANCEL_ON_DISCONNECT)):
-                protocol.logger.error("Exception in ASGI application\n", exc_info=exc)
-                raise
-            # client_gone() cancelled it: nobody is left to answer, nothing went wrong here
-            protocol.logger.debug(
-                "client went away; its request to %s was cancelled", self.scope["path"]
-            )
         except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and self._cancelled_by_client():
+                # nobody is left to answer, and nothing went wrong here
+                protocol.logger.debug(
+                    "client went away; its request to %s was cancelled", self.scope["path"]
+                )
+                return
             protocol.logger.error("Exception in ASGI application\n", exc_info=exc)
             if not self.response_started:
                 await self._send_500()
