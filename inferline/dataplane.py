@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
@@ -24,6 +24,7 @@ from inferline.errors import (
     ModelNotReady,
 )
 from inferline.monitoring.records import InferenceRecord, Observer
+from inferline.monitoring.telemetry import Observers
 from inferline.registry.records import DEFAULT_ALIAS
 from inferline.repository import load_folder, scan_model_dir, version_key
 from inferline.runtimes.base import Model, Outputs
@@ -32,17 +33,27 @@ from inferline.settings import Settings, TensorSpec
 from inferline.types import InferRequest, InferResponse, Tensor, datatype_of
 from inferline.validation import check_inputs, check_limits
 
-__all__ = ["EXTENSIONS", "DataPlane"]
+__all__ = ["CLIENT_CLOSED_REQUEST", "EXTENSIONS", "DataPlane"]
 
 logger = logging.getLogger(__name__)
 
 EXTENSIONS = ("binary_tensor_data",)
+#: The status observers see for a request cancelled because its client went away
+#: (nginx's 499 "client closed request"; no client ever receives it).
+CLIENT_CLOSED_REQUEST = 499
+NO_OBSERVERS = Observers()
 
 
 class DataPlane:
     """Loads the models of a folder and answers health, metadata and inference."""
 
-    def __init__(self, settings: Settings, executor: Executor | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        executor: Executor | None = None,
+        *,
+        observers: Observers = NO_OBSERVERS,
+    ) -> None:
         self.settings = settings
         self._executor = executor
         self._owns_executor = executor is None
@@ -50,12 +61,11 @@ class DataPlane:
         self._default: dict[str, str] = {}
         self._aliases: dict[str, dict[str, str]] = {}
         self._started = False
-        #: Told about every request after it is answered (metrics, logs, drift, ...).
-        self.observers: list[Observer] = []
-        #: Told about every model call: (model, version, rows, compute s, queue waits).
-        self.batch_observer: Callable[[str, str, int, float, list[float]], None] | None = None
-        #: Told when an in-process prediction cache evicts an entry: (model, version).
-        self.on_cache_evict: Callable[[str, str], None] | None = None
+        #: Told about every request after it is answered (metrics, logs, drift, ...); fixed
+        #: here, so every model served, whenever it was added, reports to the same ones.
+        self.observers: tuple[Observer, ...] = observers.requests
+        self._on_batch = observers.batches
+        self._on_cache_evict = observers.cache_evictions
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self, *, scan: bool = True) -> None:
@@ -90,8 +100,8 @@ class DataPlane:
         """Start serving a loaded model version (its batcher starts here, in the loop)."""
         batching = model.settings.batching
         on_call = None
-        if self.batch_observer is not None:
-            observer, name, version = self.batch_observer, model.name, model.version
+        if self._on_batch is not None:
+            observer, name, version = self._on_batch, model.name, model.version
 
             def on_call(rows: int, compute: float, waits: list[float]) -> None:
                 observer(name, version, rows, compute, waits)
@@ -117,8 +127,8 @@ class DataPlane:
         if self.settings.cache_url:
             return RedisCache(self.settings.cache_url, config.ttl_seconds)
         on_evict = None
-        if self.on_cache_evict is not None:
-            report, name, version = self.on_cache_evict, model.name, model.version
+        if self._on_cache_evict is not None:
+            report, name, version = self._on_cache_evict, model.name, model.version
 
             def on_evict() -> None:
                 report(name, version)
@@ -243,10 +253,14 @@ class DataPlane:
         try:
             served = self.resolve(name, version)
             response, cache_state = await self._infer(served, name, request)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
             if self.observers:
-                status = exc.http_status if isinstance(exc, InferlineError) else 500
-                message = exc.message if isinstance(exc, InferlineError) else type(exc).__name__
+                if isinstance(exc, InferlineError):
+                    status, message = exc.http_status, exc.message
+                elif isinstance(exc, asyncio.CancelledError):  # the client went away
+                    status, message = CLIENT_CLOSED_REQUEST, "client closed request"
+                else:
+                    status, message = 500, type(exc).__name__
                 self._notify(
                     InferenceRecord(
                         request_id,

@@ -13,6 +13,7 @@ turns an error into a response; nothing else does.
     ├── MethodNotAllowed          405  UNIMPLEMENTED
     ├── Conflict                  409  FAILED_PRECONDITION
     ├── PayloadTooLarge           413  RESOURCE_EXHAUSTED
+    ├── UnsupportedMediaType      415  INVALID_ARGUMENT   a Content-Type the route does not read
     ├── Unprocessable             422  INVALID_ARGUMENT
     │   └── ConversionRefused     422  INVALID_ARGUMENT   optimize: unsupported, or outputs changed
     ├── TooManyRequests           429  RESOURCE_EXHAUSTED
@@ -45,6 +46,7 @@ __all__ = [
     "TooManyRequests",
     "Unavailable",
     "Unprocessable",
+    "UnsupportedMediaType",
 ]
 
 
@@ -98,6 +100,13 @@ class Conflict(InferlineError):
 class PayloadTooLarge(InferlineError):
     http_status = 413
     grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class UnsupportedMediaType(InferlineError):
+    """The body's Content-Type is not one the route reads."""
+
+    http_status = 415
+    grpc_code = "INVALID_ARGUMENT"
 
 
 class Unprocessable(InferlineError):

@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import socket
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import grpc
@@ -34,6 +34,7 @@ from inferline.protocols import v2_grpc
 from inferline.protocols.grpc_native import native_server
 from inferline.protocols.rest_app import build_app
 from inferline.registry.store import Registry
+from inferline.served import ServedModel
 from inferline.settings import ModelMonitoring, Settings
 from inferline.transport.grpc_h2 import GrpcServer
 from inferline.transport.http1 import HttpProtocol
@@ -44,20 +45,25 @@ __all__ = ["build_server_app", "run", "start_workers"]
 logger = logging.getLogger(__name__)
 
 
-def build_server_app(settings: Settings, dataplane: DataPlane | None = None) -> Starlette:
+def build_server_app(settings: Settings) -> Starlette:
     """The REST app whose lifespan owns the data plane, the registry sync and gRPC.
 
     With ``model_dir`` set it serves that folder; otherwise it serves what the
-    registry says and follows its changes.
+    registry says and follows its changes. The data plane is built with every
+    observer it reports to (telemetry's, then the monitor), and never rewired.
     """
-    plane = dataplane or DataPlane(settings)
     telemetry = Telemetry(settings)
-    telemetry.attach(plane)
-    sync = None
+    registry = None
     if settings.model_dir is None:
         registry = Registry(settings.registry_database, settings.artifact_root)
+    # The monitor asks the plane about models only once requests flow: after it is built.
+    monitor = _monitor(settings, registry, lambda name, version: plane.resolve(name, version))
+    plane = DataPlane(
+        settings, observers=telemetry.observers(*([monitor] if monitor is not None else []))
+    )
+    sync = None
+    if registry is not None:
         sync = RegistrySync(registry, plane, settings.registry_poll_seconds)
-    monitor = _monitor(settings, plane, sync)
     if monitor is not None and telemetry.metrics is not None:
         telemetry.metrics.add_collector(MonitorCollector(monitor))
         monitor.store.on_drop = telemetry.metrics.feedback_dropped.inc
@@ -65,7 +71,7 @@ def build_server_app(settings: Settings, dataplane: DataPlane | None = None) -> 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await plane.start(scan=sync is None)
-        await telemetry.start()
+        await telemetry.start(plane)
         if sync is not None:
             await sync.start()
         if monitor is not None:
@@ -109,24 +115,26 @@ async def _start_grpc(settings: Settings, plane: DataPlane) -> grpc.aio.Server |
     return server
 
 
-def _monitor(settings: Settings, plane: DataPlane, sync: RegistrySync | None) -> Monitor | None:
+def _monitor(
+    settings: Settings,
+    registry: Registry | None,
+    resolve: Callable[[str, str], ServedModel],
+) -> Monitor | None:
     """Drift, quality and alerts over every request; profiles from the registry or folder."""
     if not settings.monitoring.enabled:
         return None
-    if sync is not None:
-        profiles = registry_profiles(sync.registry)
+    if registry is not None:
+        profiles = registry_profiles(registry)
     else:
         profiles = folder_profiles(settings.model_dir or settings.home)
 
     def hint(model: str, version: str) -> ModelMonitoring | None:
         try:
-            return plane.resolve(model, version).model.settings.monitoring
+            return resolve(model, version).model.settings.monitoring
         except ModelNotFound:
             return None
 
-    monitor = Monitor(settings.monitoring, profiles, hint)
-    plane.observers.append(monitor)
-    return monitor
+    return Monitor(settings.monitoring, profiles, hint)
 
 
 def _listen_socket(settings: Settings, port: int) -> socket.socket:

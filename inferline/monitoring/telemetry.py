@@ -1,10 +1,16 @@
-"""The observers a server runs, built from settings: metrics, request log, payload log."""
+"""The observers a server runs, built from settings: metrics, request log, payload log.
+
+:class:`Observers` is the one wiring point between the data plane and whatever
+watches it: the data plane takes it when it is built and never changes it, so
+every model it ever serves reports to the same observers.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from inferline.errors import InferlineError
@@ -14,15 +20,28 @@ from inferline.monitoring.payloads import FileSink, PayloadLogger, PostgresSink,
 from inferline.monitoring.records import Observer
 from inferline.settings import PayloadLogSettings, Settings
 
-__all__ = ["Telemetry"]
+__all__ = ["BatchHook", "EvictionHook", "Observers", "Telemetry"]
+
+#: Told about every model call: (model, version, rows, compute s, each request's queue wait).
+BatchHook = Callable[[str, str, int, float, list[float]], None]
+#: Told when an in-process prediction cache evicts an entry: (model, version).
+EvictionHook = Callable[[str, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Observers:
+    """Everything the data plane reports to, given to it when it is built."""
+
+    #: Told about every request after it is answered (metrics, logs, drift, ...).
+    requests: tuple[Observer, ...] = ()
+    #: Told about every model call.
+    batches: BatchHook | None = None
+    #: Told about every eviction from an in-process prediction cache.
+    cache_evictions: EvictionHook | None = None
 
 
 class _Plane(Protocol):
     """What telemetry needs of the data plane (which sits above this layer)."""
-
-    observers: list[Observer]
-    batch_observer: Callable[[str, str, int, float, list[float]], None] | None
-    on_cache_evict: Callable[[str, str], None] | None
 
     def resolve(self, name: str, version: str | None) -> Any: ...
     def snapshot(self) -> dict[str, Any]: ...
@@ -54,25 +73,24 @@ class Telemetry:
                 self.payloads.on_drop = dropped.inc
         self._plane: _Plane | None = None
 
-    def attach(self, plane: _Plane) -> None:
-        self._plane = plane
-        if self.metrics is not None:
-            plane.observers.append(self.metrics)
-            plane.batch_observer = self.metrics.observe_batch
-            plane.on_cache_evict = self.metrics.cache_evicted
-        if self.request_log is not None:
-            plane.observers.append(self.request_log)
-        if self.payloads is not None:
-            plane.observers.append(self.payloads)
+    def observers(self, *others: Observer) -> Observers:
+        """What to build the data plane with: these observers, then ``others``."""
+        requests: Iterable[Observer | None] = (self.metrics, self.request_log, self.payloads)
+        metrics = self.metrics
+        return Observers(
+            requests=(*(o for o in requests if o is not None), *others),
+            batches=metrics.observe_batch if metrics is not None else None,
+            cache_evictions=metrics.cache_evicted if metrics is not None else None,
+        )
 
-    async def start(self) -> None:
+    async def start(self, plane: _Plane) -> None:
+        """Start the background work: the payload writer and the gauges read from ``plane``."""
+        self._plane = plane
         if self.payloads is not None:
             await self.payloads.start()
-        if self.metrics is not None and self._plane is not None:
+        if self.metrics is not None:
             self._refresher = asyncio.create_task(
-                self.metrics.run_refresher(
-                    self._plane.snapshot, self.settings.metrics_refresh_seconds
-                ),
+                self.metrics.run_refresher(plane.snapshot, self.settings.metrics_refresh_seconds),
                 name="inferline-metrics-refresher",
             )
 

@@ -19,8 +19,13 @@ from typing import Any
 
 from inferline.dataplane import DataPlane
 from inferline.errors import BadRequest
-from inferline.protocols.status import MODEL_VERSION_HEADER, REQUEST_ID_HEADER, new_request_id
-from inferline.protocols.v2_grpc import MODEL_INFER_PATH, GrpcService, Metadata, Rpc, failure
+from inferline.protocols.status import (
+    MODEL_VERSION_HEADER,
+    REQUEST_ID_HEADER,
+    grpc_error,
+    new_request_id,
+)
+from inferline.protocols.v2_grpc import MODEL_INFER_PATH, GrpcService, Metadata, Rpc
 from inferline.transport.grpc_h2 import GrpcServer, Limits
 from inferline.transport.grpc_h2.connection import Connection
 from inferline.transport.grpc_h2.hpack import literal, literal_value
@@ -256,7 +261,7 @@ class Dispatcher:
 
     # -- errors ----------------------------------------------------------------------
     def _error(self, conn: Connection, stream: Stream, exc: Exception, trailers: Metadata) -> None:
-        code, message, trailers = failure(exc, trailers)
+        code, message, trailers = grpc_error(exc, trailers)
         self._fail(conn, stream, CODES[code], message, trailers)
 
     def _too_big(self, conn: Connection, stream: Stream, size: int, trailers: Metadata) -> None:

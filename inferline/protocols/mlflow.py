@@ -19,13 +19,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from inferline.dataplane import DataPlane
-from inferline.errors import BadRequest, InferlineError, InvalidInput, ModelNotFound
+from inferline.errors import BadRequest, InvalidInput, ModelNotFound, UnsupportedMediaType
 from inferline.protocols._tabular import (
     column_lists,
     csv_tensors,
@@ -36,7 +35,7 @@ from inferline.protocols._tabular import (
     respond,
     tensor,
 )
-from inferline.protocols.status import REQUEST_ID_HEADER, new_request_id
+from inferline.protocols.status import ERROR_SHAPE, REQUEST_ID_HEADER
 from inferline.protocols.v2_rest import read_body
 from inferline.settings import TensorSpec
 from inferline.types import InferRequest, Tensor
@@ -47,18 +46,6 @@ __all__ = ["MODEL_HEADER", "routes"]
 MODEL_HEADER = "inferline-model"
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 _JSON, _CSV = "application/json", "text/csv"
-#: MLflow's error codes (``mlflow/protos/databricks.proto``) by HTTP status.
-_ERROR_CODES = {
-    400: "BAD_REQUEST",
-    404: "RESOURCE_DOES_NOT_EXIST",
-    405: "BAD_REQUEST",
-    413: "REQUEST_LIMIT_EXCEEDED",
-    415: "BAD_REQUEST",
-    422: "INVALID_PARAMETER_VALUE",
-    429: "REQUEST_LIMIT_EXCEEDED",
-    503: "TEMPORARILY_UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -79,7 +66,7 @@ def routes(dataplane: DataPlane) -> list[Route]:
         model = dataplane.resolve(name, request.path_params.get("version")).model
         media, problem = _media_type(request.headers.get("content-type"))
         if problem:
-            return _error(request, 415, problem)
+            raise UnsupportedMediaType(problem)
         body = await read_body(request, limit)
         if media == _CSV:
             inputs = csv_tensors(body, model.inputs)
@@ -262,22 +249,10 @@ def _wide(tensor: Tensor) -> Tensor:
 
 
 def _mlflow_errors(endpoint: Endpoint) -> Endpoint:
-    """Render inferline errors in MLflow's shape; anything else reaches the app's handler."""
+    """Mark the request for MLflow's error shape; the app's one renderer answers errors."""
 
     async def wrapped(request: Request) -> Response:
-        try:
-            return await endpoint(request)
-        except InferlineError as exc:
-            return _error(request, exc.http_status, exc.message, exc.headers)
+        request.scope[ERROR_SHAPE] = "mlflow"
+        return await endpoint(request)
 
     return wrapped
-
-
-def _error(
-    request: Request, status: int, message: str, headers: Sequence[tuple[str, str]] = ()
-) -> Response:
-    code = _ERROR_CODES.get(status, "INTERNAL_ERROR")
-    body = orjson.dumps({"error_code": code, "message": message})
-    request_id = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
-    all_headers = {REQUEST_ID_HEADER: request_id, **dict(headers)}
-    return Response(body, status, all_headers, media_type=_JSON)

@@ -1,4 +1,16 @@
-"""The ASGI application: every REST protocol's routes plus the one error handler."""
+"""The ASGI application: every REST protocol's routes plus the one error handler.
+
+:func:`error_response` is the only thing that answers an error over REST: the
+app registers it for :class:`InferlineError` and, as the fallback, for any other
+exception (an ``InternalError`` carrying the request id, no traceback); the V2
+infer fast path renders through the same :func:`~inferline.protocols.status.rest_error`.
+
+The inference protocols' routes (V2, TF Serving, MLflow) are cancelled when
+their client hangs up (on inferline's HTTP/1.1 transport, see
+:data:`~inferline.transport.http1.CANCEL_ON_DISCONNECT`): the request leaves its
+batching queue and stops holding a model slot. Management and monitoring routes
+run to the end, so a change they began is never cut in half.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +24,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from inferline.dataplane import DataPlane
 from inferline.errors import BadRequest, InferlineError, MethodNotAllowed, RouteNotFound
@@ -21,16 +33,12 @@ from inferline.lifecycle import RegistrySync
 from inferline.monitoring.metrics import Metrics
 from inferline.monitoring.monitor import Monitor
 from inferline.protocols import management, mlflow, monitoring_api, openapi, tfserving, v2_rest
-from inferline.protocols.status import (
-    REQUEST_ID_HEADER,
-    as_inferline_error,
-    error_body,
-    new_request_id,
-)
+from inferline.protocols.status import ERROR_SHAPE, REQUEST_ID_HEADER, new_request_id, rest_error
+from inferline.transport.http1 import CANCEL_ON_DISCONNECT
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_app"]
+__all__ = ["build_app", "error_response"]
 
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[Any]]
 
@@ -50,16 +58,16 @@ def build_app(
     app = _App(
         v2_rest.Infer(dataplane, dataplane.settings.max_body_bytes),
         routes=[
-            *v2_rest.routes(dataplane),
-            *mlflow.routes(dataplane),
-            *tfserving.routes(dataplane),
+            *_cancellable(v2_rest.routes(dataplane)),
+            *_cancellable(mlflow.routes(dataplane)),
+            *_cancellable(tfserving.routes(dataplane)),
             *openapi.routes(),
         ],
         exception_handlers={
             ClientDisconnect: _client_gone,
-            InferlineError: _error_response,
+            InferlineError: error_response,
             HTTPException: _http_error,
-            Exception: _error_response,
+            Exception: error_response,
         },
         lifespan=lifespan,
     )
@@ -95,6 +103,7 @@ class _App(Starlette):
             if params is not None:
                 scope["app"] = self
                 scope["path_params"] = params
+                scope[CANCEL_ON_DISCONNECT] = True
                 await self._infer(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
@@ -108,11 +117,28 @@ def _metrics_endpoint(metrics: Metrics) -> Callable[[Request], Awaitable[Respons
     return scrape
 
 
-async def _error_response(request: Request, exc: Exception) -> Response:
+def _cancellable(routes: list[Route]) -> list[BaseRoute]:
+    """``routes`` marked to be cancelled when their client hangs up."""
+    for route in routes:
+        route.app = _cancel_on_disconnect(route.app)
+    return list(routes)
+
+
+def _cancel_on_disconnect(app: ASGIApp) -> ASGIApp:
+    async def marked(scope: Scope, receive: Receive, send: Send) -> None:
+        scope[CANCEL_ON_DISCONNECT] = True
+        await app(scope, receive, send)
+
+    return marked
+
+
+async def error_response(request: Request, exc: Exception) -> Response:
+    """The one REST error handler: any exception, in the shape of the route's family."""
     request_id = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
-    error = as_inferline_error(exc, request_id)
-    headers = {REQUEST_ID_HEADER: request_id, **dict(error.headers)}
-    return Response(error_body(error), error.http_status, headers, media_type="application/json")
+    status, headers, body = rest_error(exc, request_id, request.scope.get(ERROR_SHAPE))
+    response = Response(body, status)
+    response.raw_headers = headers
+    return response
 
 
 async def _client_gone(request: Request, exc: Exception) -> Response:
@@ -131,4 +157,4 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         error = MethodNotAllowed(f"method {request.method} is not allowed on {request.url.path}")
     else:
         error = BadRequest(str(getattr(exc, "detail", "bad request")))
-    return await _error_response(request, error)
+    return await error_response(request, error)

@@ -13,7 +13,6 @@ the models as KServe V1 does. Errors are ``{"error": "..."}``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -21,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from inferline.dataplane import DataPlane
-from inferline.errors import BadRequest, InferlineError
+from inferline.errors import BadRequest
 from inferline.protocols._tabular import (
     column_lists,
     json_body,
@@ -31,7 +30,7 @@ from inferline.protocols._tabular import (
     respond,
     tensor,
 )
-from inferline.protocols.status import REQUEST_ID_HEADER, error_body, new_request_id
+from inferline.protocols.status import REQUEST_ID_HEADER
 from inferline.protocols.v2_rest import read_body
 from inferline.settings import TensorSpec
 from inferline.types import InferRequest, Tensor
@@ -39,8 +38,6 @@ from inferline.types import InferRequest, Tensor
 __all__ = ["routes"]
 
 DEFAULT_SIGNATURE = "serving_default"
-
-Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def routes(dataplane: DataPlane) -> list[Route]:
@@ -95,10 +92,11 @@ def routes(dataplane: DataPlane) -> list[Route]:
     async def list_models(request: Request) -> Response:
         return respond(request, {"models": dataplane.model_names()})
 
-    table = [Route("/v1/models", _tfs_errors(list_models), methods=["GET"])]
+    # Errors are TF Serving's {"error": ...}: the app's one renderer answers them.
+    table = [Route("/v1/models", list_models, methods=["GET"])]
     for prefix in ("/v1/models/{model}/versions/{version}", "/v1/models/{model}"):
-        table.append(Route(prefix + ":predict", _tfs_errors(predict), methods=["POST"]))
-        table.append(Route(prefix, _tfs_errors(status), methods=["GET"]))
+        table.append(Route(prefix + ":predict", predict, methods=["POST"]))
+        table.append(Route(prefix, status, methods=["GET"]))
     return table
 
 
@@ -145,19 +143,3 @@ def _needs_names(specs: list[TensorSpec], what: str) -> str:
 
 def _by_name(outputs: list[Tensor]) -> dict[str, Any]:
     return {t.name: jsonable(t) for t in outputs}
-
-
-def _tfs_errors(endpoint: Endpoint) -> Endpoint:
-    """Render inferline errors as TF Serving does, ``{"error": ...}`` with the HTTP status."""
-
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await endpoint(request)
-        except InferlineError as exc:
-            request_id = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
-            headers = {REQUEST_ID_HEADER: request_id, **dict(exc.headers)}
-            return Response(
-                error_body(exc), exc.http_status, headers, media_type="application/json"
-            )
-
-    return wrapped

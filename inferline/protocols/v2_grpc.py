@@ -4,7 +4,8 @@ The RPCs are written once, transport-neutral, in :class:`GrpcService`, and serve
 by ``add_to_server`` on a ``grpc.aio.Server`` (grpcio) or by ``grpc_h2``,
 inferline's own HTTP/2 server in the event loop (the ``native`` engine). One
 error boundary: the request id is read or made, any exception becomes a gRPC
-status through :func:`failure` (unexpected ones INTERNAL, with the request id and
+status through :func:`~inferline.protocols.status.grpc_error`, the one gRPC
+renderer both engines share (unexpected ones INTERNAL, with the request id and
 no traceback), and the id goes back in the ``x-request-id`` trailer.
 ``ModelInfer``, the hot path, works on raw bytes (:meth:`GrpcService.infer`,
 ``_grpc_codec``), so a body that is not a valid message is INVALID_ARGUMENT
@@ -30,7 +31,7 @@ from inferline.protocols._grpc_codec import decode_infer, encode_infer
 from inferline.protocols.status import (
     MODEL_VERSION_HEADER,
     REQUEST_ID_HEADER,
-    as_inferline_error,
+    grpc_error,
     new_request_id,
 )
 from inferline.settings import Settings
@@ -43,7 +44,6 @@ __all__ = [
     "Rpc",
     "add_to_server",
     "batch_grpc_threads",
-    "failure",
     "request_id_of",
     "server_options",
 ]
@@ -135,16 +135,6 @@ class GrpcService:
             Rpc(HEALTH_SERVICE_NAME, "Watch", health.watch, check_request, check_response, True),
         ]
         self.rpcs: dict[str, Rpc] = {rpc.path: rpc for rpc in rpcs}
-
-
-def failure(exc: BaseException, trailers: Metadata) -> tuple[str, str, Metadata]:
-    """(status-code name, message, trailers) for a failed RPC: the one error mapping.
-
-    ``trailers`` starts with the request id; the error's own headers are added.
-    """
-    error = as_inferline_error(exc, trailers[0][1])
-    trailers.extend(error.headers)
-    return error.grpc_code, error.message, trailers
 
 
 def request_id_of(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
@@ -284,7 +274,7 @@ def _trailers(context: grpc.aio.ServicerContext) -> Metadata:
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: Exception, trailers: Metadata) -> NoReturn:
-    code, message, trailers = failure(exc, trailers)
+    code, message, trailers = grpc_error(exc, trailers)
     await context.abort(grpc.StatusCode[code], message, tuple(trailers))
     raise AssertionError("grpc.aio ServicerContext.abort always raises")
 

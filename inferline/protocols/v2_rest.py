@@ -26,13 +26,12 @@ from starlette.types import Receive, Scope, Send
 
 from inferline.codecs import decode_request, encode_response
 from inferline.dataplane import DataPlane
-from inferline.errors import BadRequest, PayloadTooLarge
+from inferline.errors import BadRequest, InferlineError, PayloadTooLarge
 from inferline.protocols.status import (
     MODEL_VERSION_HEADER,
     REQUEST_ID_HEADER,
-    as_inferline_error,
-    error_body,
     new_request_id,
+    rest_error,
 )
 
 logger = logging.getLogger(__name__)
@@ -135,9 +134,9 @@ def infer_path_params(path: str) -> dict[str, str] | None:
 class Infer:
     """``POST .../infer`` as a raw ASGI app (see the module docstring).
 
-    It answers its own errors in the one error shape (as the app's handler for
-    InferlineError does), so the app may call it without the router and the
-    exception middleware in between. Unexpected errors are answered as
+    It answers its own errors through the one REST renderer, as the app's handler
+    does, so the app may call it without the router and the exception middleware
+    in between. Unexpected errors are answered as
     ``InternalError`` and re-raised for the server to log, as Starlette does.
     """
 
@@ -165,19 +164,10 @@ class Infer:
             logger.info("client went away before its request %s was read", request_id)
             return
         except Exception as exc:
-            error = as_inferline_error(exc, request_id)
-            status, payload = error.http_status, error_body(error)
-            headers = [(_REQUEST_ID_KEY, request_id.encode("latin-1"))]
-            headers += [
-                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers
-            ]
-            headers += [
-                (b"content-length", str(len(payload)).encode()),
-                (b"content-type", _JSON_TYPE),
-            ]
+            status, headers, payload = rest_error(exc, request_id)
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": payload})
-            if error is not exc:
+            if not isinstance(exc, InferlineError):
                 raise
             return
         await send({"type": "http.response.start", "status": status, "headers": headers})

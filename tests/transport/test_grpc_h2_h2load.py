@@ -16,7 +16,9 @@ import pytest
 
 from inferline.dataplane import DataPlane
 from inferline.monitoring.records import InferenceRecord
+from inferline.monitoring.telemetry import Observers
 from inferline.protocols._generated import inference_pb2 as pb
+from inferline.settings import Settings
 from tests.protocols.grpc_servers import start_server
 
 pytestmark = pytest.mark.skipif(
@@ -33,7 +35,7 @@ class Count:
         self.statuses.append((record.status, record.protocol))
 
 
-async def test_h2load_many_streams_per_connection(dataplane: DataPlane, tmp_path: Path) -> None:
+async def test_h2load_many_streams_per_connection(settings: Settings, tmp_path: Path) -> None:
     request = pb.ModelInferRequest(model_name="demo")
     request.inputs.add(name="input", datatype="FP32", shape=[1, 20])
     request.raw_input_contents.append(np.ones((1, 20), dtype="<f4").tobytes())
@@ -41,7 +43,8 @@ async def test_h2load_many_streams_per_connection(dataplane: DataPlane, tmp_path
     body = tmp_path / "body.bin"
     body.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)
     count = Count()
-    dataplane.observers.append(count)
+    dataplane = DataPlane(settings, observers=Observers((count,)))
+    await dataplane.start()
     server, address = await start_server(dataplane, dataplane.settings, "native")
     try:
         process = await asyncio.create_subprocess_exec(
@@ -62,6 +65,7 @@ async def test_h2load_many_streams_per_connection(dataplane: DataPlane, tmp_path
         out = (await process.communicate())[0].decode()
     finally:
         await server.stop(None)
+        await dataplane.stop()
     assert process.returncode == 0, out
     done = re.search(r"requests: 400 total, 400 started, (\d+) done, (\d+) succeeded", out)
     assert done is not None and done.groups() == ("400", "400"), out

@@ -24,11 +24,16 @@ connection closed: httptools sets no bound of its own. WebSocket and other
 upgrades are not served (inferline has no such route): an upgrade request is
 answered as a plain HTTP request, with a warning, as uvicorn does without a
 WebSocket library.
+
+A client that hangs up before its answer is complete cancels the app's task when
+the request's scope says :data:`CANCEL_ON_DISCONNECT` (the app sets it on its
+inference routes), as a gRPC cancel does; otherwise the app runs on and its
+``receive`` says ``http.disconnect``, as on uvicorn's protocol.
 """
 
-from inferline.transport.http1.connection import MAX_HEAD_BYTES, HttpProtocol
+from inferline.transport.http1.connection import CANCEL_ON_DISCONNECT, MAX_HEAD_BYTES, HttpProtocol
 
-__all__ = ["MAX_HEAD_BYTES", "TESTED_UVICORN", "HttpProtocol"]
+__all__ = ["CANCEL_ON_DISCONNECT", "MAX_HEAD_BYTES", "TESTED_UVICORN", "HttpProtocol"]
 
 #: The uvicorn minor releases whose internals (``Config``, ``ServerState``, flow control,
 #: ``httptools_impl``'s regexes and status lines) this protocol was tested against;

@@ -19,9 +19,9 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from uvicorn.server import ServerState
 
-from inferline.transport.http1.cycle import App, Cycle
+from inferline.transport.http1.cycle import CANCEL_ON_DISCONNECT, App, Cycle
 
-__all__ = ["MAX_HEAD_BYTES", "HttpProtocol"]
+__all__ = ["CANCEL_ON_DISCONNECT", "MAX_HEAD_BYTES", "HttpProtocol"]
 
 MAX_HEAD_BYTES = 64 * 1024  #: request line plus headers; more is answered 431
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")}
@@ -96,9 +96,7 @@ class HttpProtocol(asyncio.Protocol):
         self.connections.discard(self)
         for cycle in (self.cycle, self.parsing):
             if cycle is not None:
-                if not cycle.response_complete:
-                    cycle.disconnected = True
-                cycle.wake()
+                cycle.client_gone()
         if self.flow is not None:
             self.flow.resume_writing()
         if exc is None:
@@ -239,6 +237,7 @@ class HttpProtocol(asyncio.Protocol):
             task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
         else:
             task = self.loop.create_task(cycle.run_asgi(app))
+        cycle.task = task
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
 

@@ -12,9 +12,15 @@ from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 if TYPE_CHECKING:
     from inferline.transport.http1.connection import HttpProtocol
 
-__all__ = ["App", "Cycle"]
+__all__ = ["CANCEL_ON_DISCONNECT", "App", "Cycle"]
 
 App = Any  # an ASGI 3 application
+
+#: Scope key an app sets (to True) on a request whose work is worthless once the
+#: client has gone (an inference): then a hang-up cancels the app's task at once, as a
+#: gRPC cancel does. Without it the app runs on and sees ``http.disconnect``, as on
+#: uvicorn's protocol (what a handler that must finish what it started needs).
+CANCEL_ON_DISCONNECT = "inferline.cancel_on_disconnect"
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _ONE_WRITE_MAX = 64 * 1024  # above this, head and body go out by writelines, not copied
@@ -38,6 +44,7 @@ class Cycle:
         "response_complete",
         "response_started",
         "scope",
+        "task",
         "waiter",
         "waiting_for_100_continue",
     )
@@ -60,6 +67,21 @@ class Cycle:
         self.chunked: bool | None = None
         self.remaining = 0  # bytes of body still owed under content-length
         self.held = b""  # the head of a fixed-length answer, written with its body
+        self.task: asyncio.Task[None] | None = None  # the app's call, once started
+
+    def client_gone(self) -> None:
+        """The connection closed: wake the app's receive(), and cancel the app's call
+        when the request asked for it (see :data:`CANCEL_ON_DISCONNECT`)."""
+        if not (self.response_complete or self.disconnected):
+            self.disconnected = True
+            task = self.task
+            if task is not None and self._cancelled_by_client() and not task.done():
+                task.cancel()
+        self.wake()
+
+    def _cancelled_by_client(self) -> bool:
+        """The client went away from a request that asked to be cancelled then."""
+        return self.disconnected and bool(self.scope.get(CANCEL_ON_DISCONNECT))
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -71,6 +93,12 @@ class Cycle:
         try:
             result = await app(self.scope, self.receive, self.send)
         except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and self._cancelled_by_client():
+                # nobody is left to answer, and nothing went wrong here
+                protocol.logger.debug(
+                    "client went away; its request to %s was cancelled", self.scope["path"]
+                )
+                return
             protocol.logger.error("Exception in ASGI application\n", exc_info=exc)
             if not self.response_started:
                 await self._send_500()
