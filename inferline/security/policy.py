@@ -81,6 +81,7 @@ REST_POLICY: tuple[tuple[str, str, Rule], ...] = (
     # The API's description.
     ("GET", "/openapi.json", PUBLIC),
     ("GET", "/docs", PUBLIC),
+    ("GET", "/docs/static/{path:path}", PUBLIC),
     # Metadata.
     ("GET", "/v2", SERVER_READ),
     ("GET", "/version", SERVER_READ),
@@ -129,10 +130,13 @@ RPC_POLICY: dict[str, Rule] = {
 
 
 def _compile(template: str) -> re.Pattern[str]:
-    """A template as Starlette matches it: ``{name}`` is one non-empty path segment."""
+    """A template as Starlette matches it: ``{name}`` is one non-empty path segment,
+    ``{name:path}`` the rest of the path."""
     pattern = ""
-    for part in re.split(r"(\{[a-z]+\})", template):
-        if part.startswith("{"):
+    for part in re.split(r"(\{[a-z]+(?::path)?\})", template):
+        if part.endswith(":path}"):
+            pattern += f"(?P<{part[1:-6]}>.*)"
+        elif part.startswith("{"):
             pattern += f"(?P<{part[1:-1]}>[^/]+)"
         else:
             pattern += re.escape(part)
