@@ -190,3 +190,39 @@ async def test_a_model_named_twice_is_checked_as_protobuf_reads_it(
         assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         await server.stop(None)
+
+
+@pytest.mark.parametrize("public", [False, True])
+async def test_metrics_need_read_unless_public(
+    auth_plane: DataPlane, auth: AuthWorld, public: bool
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from inferline.monitoring.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry())
+    settings = auth.settings.model_copy(
+        update={"auth": auth.settings.auth.model_copy(update={"public_metrics": public})}
+    )
+    guard = Guard(settings, metrics)
+    await guard.start()
+    try:
+        app = build_app(auth_plane, metrics=metrics, guard=guard)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+            anonymous = await client.get("/metrics")
+            assert anonymous.status_code == (200 if public else 401)
+            kitchen = {"authorization": auth.creds["key-kitchen"]}
+            assert (await client.get("/metrics", headers=kitchen)).status_code == (
+                200 if public else 403
+            )
+            reader = {"authorization": auth.creds["key-reader"]}
+            scrape = await client.get("/metrics", headers=reader)
+        assert scrape.status_code == 200
+        if not public:
+            assert 'inferline_auth_refused_total{protocol="rest",reason="unauthenticated"} 1.0' in (
+                scrape.text
+            )
+            assert 'reason="forbidden"} 1.0' in scrape.text
+    finally:
+        await guard.stop()
