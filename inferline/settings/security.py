@@ -33,8 +33,9 @@ def _serialize_secret(value: SecretStr, handler: Any, info: SerializationInfo) -
     return handler(value)
 
 
-def redact_url(url: str) -> str:
-    """``url`` with its password (and any query, which may carry tokens) masked, for logs."""
+def redact_url(url: str, keep_path: bool = True) -> str:
+    """``url`` with its password (and any query, which may carry tokens) masked, for logs;
+    ``keep_path=False`` masks the path too (webhook URLs carry their secret there)."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -44,7 +45,8 @@ def redact_url(url: str) -> str:
         user = parts.username or ""
         netloc = f"{user}:***@{netloc.rsplit('@', 1)[1]}"
     query = "***" if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    path = parts.path if keep_path or parts.path in ("", "/") else "/***"
+    return urlunsplit((parts.scheme, netloc, path, query, ""))
 
 
 #: A secret string that stays masked everywhere but in the workers' copy of the settings.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,20 @@ async def test_rate_limit_store_errors_name_no_password(
         assert await limiter.take("k") == 0.0  # Redis unreachable: limited in process
     await limiter.close()
     assert "unavailable" in caplog.text and PASSWORD not in caplog.text
+
+
+def test_redact_webhook_path() -> None:
+    hook = "https://hooks.slack.com/services/T000/B000/XXXXSECRET"
+    assert redact_url(hook, keep_path=False) == "https://hooks.slack.com/***"
+
+
+@pytest.mark.postgres
+def test_registry_errors_name_no_password(tmp_path: Path) -> None:
+    from inferline.errors import Unavailable
+    from inferline.registry.store import Registry
+
+    registry = Registry(f"postgresql://inferline:{PASSWORD}@127.0.0.1:1/none", tmp_path)
+    with pytest.raises(Unavailable) as caught:
+        registry.model_names()
+    assert "unreachable" in caught.value.message
+    assert PASSWORD not in caught.value.message and "***" in caught.value.message
