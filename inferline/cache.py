@@ -22,6 +22,7 @@ import numpy as np
 import orjson
 
 from inferline.codecs import decode_bytes_raw, encode_bytes_raw
+from inferline.settings.security import redact_url
 
 __all__ = ["LocalCache", "PredictionCache", "RedisCache", "cache_key", "signature_hash"]
 
@@ -154,7 +155,10 @@ class RedisCache:
         self.errors += 1
         if self.errors == 1 or self.errors % 1000 == 0:
             logger.warning(
-                "prediction cache at %s unavailable (%d errors): %s", self.url, self.errors, exc
+                "prediction cache at %s unavailable (%d errors): %s",
+                redact_url(self.url),
+                self.errors,
+                exc,
             )
 
     async def close(self) -> None:

@@ -7,6 +7,8 @@ turns an error into a response; nothing else does.
     InferlineError                500  INTERNAL
     ├── BadRequest                400  INVALID_ARGUMENT   malformed body or header
     │   └── InvalidInput          400  INVALID_ARGUMENT   request does not fit the signature
+    ├── Unauthenticated           401  UNAUTHENTICATED    no, bad, expired or revoked credentials
+    ├── PermissionDenied          403  PERMISSION_DENIED  the principal's roles do not allow it
     ├── NotFound                  404  NOT_FOUND
     │   ├── ModelNotFound
     │   └── RouteNotFound
@@ -17,6 +19,7 @@ turns an error into a response; nothing else does.
     ├── Unprocessable             422  INVALID_ARGUMENT
     │   └── ConversionRefused     422  INVALID_ARGUMENT   optimize: unsupported, or outputs changed
     ├── TooManyRequests           429  RESOURCE_EXHAUSTED
+    │   └── RateLimited                                   (sets Retry-After)
     ├── Unavailable               503  UNAVAILABLE
     │   ├── ModelNotReady
     │   └── QueueFull             (sets Retry-After)
@@ -41,9 +44,12 @@ __all__ = [
     "ModelNotReady",
     "NotFound",
     "PayloadTooLarge",
+    "PermissionDenied",
     "QueueFull",
+    "RateLimited",
     "RouteNotFound",
     "TooManyRequests",
+    "Unauthenticated",
     "Unavailable",
     "Unprocessable",
     "UnsupportedMediaType",
@@ -70,6 +76,21 @@ class BadRequest(InferlineError):
 
 class InvalidInput(BadRequest):
     """The request is well-formed but does not fit the model's signature."""
+
+
+class Unauthenticated(InferlineError):
+    """No credentials, or ones that are not valid (unknown, expired, revoked, forged)."""
+
+    http_status = 401
+    grpc_code = "UNAUTHENTICATED"
+    headers = (("www-authenticate", 'Bearer realm="inferline"'),)
+
+
+class PermissionDenied(InferlineError):
+    """Valid credentials whose roles do not cover the request."""
+
+    http_status = 403
+    grpc_code = "PERMISSION_DENIED"
 
 
 class NotFound(InferlineError):
@@ -122,6 +143,15 @@ class ConversionRefused(Unprocessable):
 class TooManyRequests(InferlineError):
     http_status = 429
     grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class RateLimited(TooManyRequests):
+    """The principal's token bucket is empty; ``Retry-After`` says when it has one again."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.headers = (("retry-after", str(max(1, int(retry_after + 0.999)))),)
 
 
 class Unavailable(InferlineError):

@@ -34,13 +34,16 @@ from inferline.protocols import v2_grpc
 from inferline.protocols.grpc_native import native_server
 from inferline.protocols.rest_app import build_app
 from inferline.registry.store import Registry
+from inferline.security import Guard
+from inferline.security.exposure import check_exposure, startup_message
 from inferline.served import ServedModel
 from inferline.settings import ModelMonitoring, Settings
+from inferline.settings.security import REVEAL
 from inferline.transport.grpc_h2 import GrpcServer
 from inferline.transport.http1 import HttpProtocol
 from inferline.transport.sockets import listen_socket
 
-__all__ = ["build_server_app", "run", "start_workers"]
+__all__ = ["build_server_app", "preflight", "run", "start_workers"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ def build_server_app(settings: Settings) -> Starlette:
     observer it reports to (telemetry's, then the monitor), and never rewired.
     """
     telemetry = Telemetry(settings)
+    guard = Guard(settings, telemetry.metrics)
     registry = None
     if settings.model_dir is None:
         registry = Registry(settings.registry_database, settings.artifact_root)
@@ -70,13 +74,15 @@ def build_server_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await guard.start()
+        logger.log(*startup_message(settings, guard))
         await plane.start(scan=sync is None)
         await telemetry.start(plane)
         if sync is not None:
             await sync.start()
         if monitor is not None:
             await monitor.start()
-        grpc_server = await _start_grpc(settings, plane)
+        grpc_server = await _start_grpc(settings, plane, guard)
         try:
             yield
         finally:
@@ -88,26 +94,39 @@ def build_server_app(settings: Settings) -> Starlette:
                 await sync.stop()
             await plane.stop()
             await telemetry.stop()
+            await guard.stop()
             if sync is not None:
                 sync.registry.close()
 
     return build_app(
-        plane, lifespan=lifespan, sync=sync, metrics=telemetry.metrics, monitor=monitor
+        plane,
+        lifespan=lifespan,
+        sync=sync,
+        metrics=telemetry.metrics,
+        monitor=monitor,
+        guard=guard,
     )
 
 
-async def _start_grpc(settings: Settings, plane: DataPlane) -> grpc.aio.Server | GrpcServer | None:
+def preflight(settings: Settings) -> None:
+    """Refuse to serve without authentication beyond loopback (ValueError says why)."""
+    check_exposure(settings, Guard(settings))
+
+
+async def _start_grpc(
+    settings: Settings, plane: DataPlane, guard: Guard | None = None
+) -> grpc.aio.Server | GrpcServer | None:
     """The gRPC server of ``settings.grpc_engine``, started in this loop (None: gRPC off)."""
     if settings.grpc_port is None:
         return None
     if settings.grpc_engine == "native":
-        native = native_server(plane)
+        native = native_server(plane, guard=guard)
         sock = _listen_socket(settings, settings.grpc_port)
         await native.start(sock)
         logger.info("gRPC (native) listening on %s:%d", settings.host, native.port)
         return native
     server = grpc.aio.server(options=v2_grpc.server_options(settings))
-    v2_grpc.add_to_server(server, plane)
+    v2_grpc.add_to_server(server, plane, guard)
     port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     await server.start()
     v2_grpc.batch_grpc_threads()
@@ -211,7 +230,7 @@ def start_workers(settings: Settings) -> list[multiprocessing.process.BaseProces
         folder = tempfile.mkdtemp(prefix="inferline-metrics-")
         os.environ[MULTIPROC_ENV] = folder
     context = multiprocessing.get_context("spawn")
-    payload = settings.model_dump_json()
+    payload = settings.model_dump_json(context=REVEAL)  # workers need the secrets
     workers: list[multiprocessing.process.BaseProcess] = [
         context.Process(target=_worker, args=(payload,), name=f"inferline-worker-{i}")
         for i in range(settings.workers)

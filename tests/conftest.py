@@ -82,6 +82,20 @@ def kitchen_reference(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep tests (and the servers they start) out of the user's ~/.inferline: its
+    registry database holds API keys, and a test must neither read nor migrate it."""
+    if os.environ.get("INFERLINE_HOME"):
+        yield
+        return
+    os.environ["INFERLINE_HOME"] = str(tmp_path_factory.mktemp("inferline-home"))
+    try:
+        yield
+    finally:
+        os.environ.pop("INFERLINE_HOME", None)
+
+
 def _write_python_model(root: Path, name: str, settings: str, code: str) -> None:
     (root / name / "1").mkdir(parents=True)
     (root / name / "model-settings.yaml").write_text(settings)

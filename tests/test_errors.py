@@ -11,6 +11,8 @@ from inferline import errors
 # google/rpc/code.proto's mapping, as STYLE.md states it.
 EXPECTED_GRPC = {
     400: {"INVALID_ARGUMENT"},
+    401: {"UNAUTHENTICATED"},
+    403: {"PERMISSION_DENIED"},
     404: {"NOT_FOUND"},
     405: {"UNIMPLEMENTED"},
     409: {"FAILED_PRECONDITION"},

@@ -388,6 +388,9 @@ def test_int8_weights_cannot_saturate_cpus_without_vnni(tmp_path: Path) -> None:
     worst = np.full((1, max(w.shape[0] for w in weights)), 255, dtype=np.uint8)
     rng = np.random.default_rng(0)
     for matrix in weights:
-        for activations in (worst[:, : matrix.shape[0]], rng.integers(0, 256, (64, matrix.shape[0]))):
+        for activations in (
+            worst[:, : matrix.shape[0]],
+            rng.integers(0, 256, (64, matrix.shape[0])),
+        ):
             exact = activations.astype(np.int64) @ matrix.astype(np.int64)
             np.testing.assert_array_equal(_avx2_matmul_integer(activations, matrix), exact)

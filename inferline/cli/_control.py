@@ -119,10 +119,11 @@ class LocalControl:
 class RemoteControl:
     """The same commands through a running server's ``/api/v1`` routes."""
 
-    def __init__(self, server: str, timeout: float = 300.0) -> None:
+    def __init__(self, server: str, timeout: float = 300.0, token: str | None = None) -> None:
         import httpx
 
-        self.client = httpx.Client(base_url=server.rstrip("/"), timeout=timeout)
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=server.rstrip("/"), timeout=timeout, headers=headers)
 
     def _send(self, method: str, path: str, **kwargs: Any) -> Any:
         import httpx

@@ -10,6 +10,7 @@ import typer
 
 from inferline._version import __version__
 from inferline.cli.batch import batch as batch_command
+from inferline.cli.keys import app as keys_app
 from inferline.cli.models import app as models_app
 from inferline.cli.monitor import app as monitor_app
 from inferline.cli.optimize import optimize as optimize_command
@@ -32,6 +33,19 @@ GrpcEngine = Annotated[
 Workers = Annotated[int | None, typer.Option(help="Server processes sharing the ports.")]
 Config = Annotated[Path | None, typer.Option(help="YAML settings file (flags and env win).")]
 LogLevel = Annotated[str | None, typer.Option(help="debug, info, warning or error.")]
+Insecure = Annotated[
+    bool,
+    typer.Option(
+        "--insecure", help="Serve without authentication on an address other than loopback."
+    ),
+]
+AllowCodeUpload = Annotated[
+    bool,
+    typer.Option(
+        "--allow-code-upload",
+        help="Accept Python code and pinned pickles uploaded over HTTP (admin role only).",
+    ),
+]
 
 
 def _settings(config: Path | None, **flags: Any) -> Any:
@@ -52,6 +66,11 @@ def _serve(settings: Any) -> None:
     if settings.model_dir is not None and not settings.model_dir.is_dir():
         typer.echo(f"inferline: model folder {settings.model_dir} does not exist", err=True)
         raise typer.Exit(2)
+    try:
+        server.preflight(settings)  # no open server beyond loopback by accident
+    except ValueError as exc:
+        typer.echo(f"inferline: {exc}", err=True)
+        raise typer.Exit(2) from exc
     if settings.workers == 1:
         server.run(settings)
         return
@@ -82,6 +101,8 @@ def serve(
     workers: Workers = None,
     log_level: LogLevel = None,
     config: Config = None,
+    insecure: Insecure = False,
+    allow_code_upload: AllowCodeUpload = False,
 ) -> None:
     """Serve every model found in a model folder over REST and gRPC."""
     settings = _settings(
@@ -93,6 +114,8 @@ def serve(
         grpc_engine=grpc_engine,
         workers=workers,
         log_level=log_level,
+        insecure=insecure or None,
+        allow_code_upload=allow_code_upload or None,
     )
     _serve(settings)
 
@@ -121,6 +144,7 @@ def demo(
 
 app.add_typer(models_app, name="models")
 app.add_typer(monitor_app, name="monitor")
+app.add_typer(keys_app, name="keys")
 app.command(name="batch")(batch_command)
 app.command(name="optimize")(optimize_command)
 

@@ -26,11 +26,13 @@ Alias = Annotated[str, typer.Option(help="The alias to move.")]
 
 
 def _control(server: str | None) -> Control:
-    if server:
-        return RemoteControl(server)
     from inferline.settings import Settings
 
-    return LocalControl(Settings())
+    settings = Settings()
+    if server:
+        token = settings.auth.token
+        return RemoteControl(server, token=token.get_secret_value() if token else None)
+    return LocalControl(settings)
 
 
 def _fail(exc: ControlError) -> typer.Exit:

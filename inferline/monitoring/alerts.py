@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 
 from inferline.settings import AlertRule, RetrainHook
+from inferline.settings.security import redact_url
 
 __all__ = ["AlertEngine", "Reading", "flatten", "request_figures"]
 
@@ -109,11 +110,16 @@ class AlertEngine:
                 url, content=orjson.dumps(alert), headers={"content-type": "application/json"}
             )
         except httpx.HTTPError as exc:
-            logger.warning("alert %s: webhook %s failed: %s", alert["alert"], url, exc)
+            logger.warning(
+                "alert %s: webhook %s failed: %s", alert["alert"], redact_url(url, False), exc
+            )
             return
         if response.is_error:
             logger.warning(
-                "alert %s: webhook %s answered %d", alert["alert"], url, response.status_code
+                "alert %s: webhook %s answered %d",
+                alert["alert"],
+                redact_url(url, False),
+                response.status_code,
             )
 
     async def _retrain(self, hook: RetrainHook, alert: dict[str, Any]) -> None:

@@ -159,6 +159,14 @@ class Metrics:
             "or behind.",
             registry=registry,
         )
+        self.auth_refusals = Counter(
+            "inferline_auth_refused", "Requests refused for their credentials or roles.",
+            ["protocol", "reason"], registry=registry,
+        )  # fmt: skip
+        self.rate_limits = Counter(
+            "inferline_rate_limited", "Requests refused by a rate limit (429, RESOURCE_EXHAUSTED).",
+            ["protocol"], registry=registry,
+        )  # fmt: skip
         #: Collectors computed at scrape time (e.g. drift and quality gauges).
         self._extra: list[Any] = []
         self._request_cells: dict[tuple[str, str, str, int], tuple[_Cell, _Cell]] = {}
@@ -214,6 +222,13 @@ class Metrics:
         )
         self._request_cells[(model, version, protocol, record.status)] = cells
         return cells
+
+    def auth_refused(self, protocol: str, reason: str) -> None:
+        """A request refused as ``unauthenticated`` or ``forbidden`` (rare: counted at once)."""
+        self.auth_refusals.labels(protocol, reason).inc()
+
+    def rate_limited(self, protocol: str) -> None:
+        self.rate_limits.labels(protocol).inc()
 
     def cache_evicted(self, model: str, version: str) -> None:
         self._add(self._cache_cell("evicted", model, version), 1.0)

@@ -18,14 +18,21 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from inferline.dataplane import DataPlane
-from inferline.errors import BadRequest
+from inferline.protocols._grpc_auth import admit
 from inferline.protocols.status import (
     MODEL_VERSION_HEADER,
     REQUEST_ID_HEADER,
     grpc_error,
     new_request_id,
 )
-from inferline.protocols.v2_grpc import MODEL_INFER_PATH, GrpcService, Metadata, Rpc
+from inferline.protocols.v2_grpc import (
+    MODEL_INFER_PATH,
+    GrpcService,
+    Metadata,
+    Rpc,
+    parse_message,
+)
+from inferline.security import Guard
 from inferline.transport.grpc_h2 import GrpcServer, Limits
 from inferline.transport.grpc_h2.connection import Connection
 from inferline.transport.grpc_h2.hpack import literal, literal_value
@@ -111,8 +118,15 @@ def _timeout(value: str) -> float | None:
 class Dispatcher:
     """Routes each stream to its RPC and writes its answer through the connection."""
 
-    def __init__(self, service: GrpcService, max_message: int, max_header_list_size: int) -> None:
+    def __init__(
+        self,
+        service: GrpcService,
+        max_message: int,
+        max_header_list_size: int,
+        guard: Guard | None = None,
+    ) -> None:
         self._service = service
+        self._guard = guard
         self._rpcs = service.rpcs
         self._infer = service.infer
         self._max_message = max_message
@@ -216,9 +230,19 @@ class Dispatcher:
         return message
 
     # -- handlers --------------------------------------------------------------------
+    async def _admit(self, conn: Connection, stream: Stream, path: str, message: bytes) -> None:
+        """The policy check (the ``authorization`` header), when a guard is set."""
+        guard = self._guard
+        if guard is not None and not guard.idle:
+            peer = conn.transport.get_extra_info("peername") if conn.transport else None
+            host = str(peer[0]) if peer else "unknown"
+            await admit(guard, path, stream.head.metadata, message, host)
+
     async def _run_infer(self, conn: Connection, stream: Stream, message: bytes) -> None:
         request_id = stream.head.request_id or new_request_id()
         try:
+            if self._guard is not None:
+                await self._admit(conn, stream, MODEL_INFER_PATH, message)
             body, version = await self._infer(message, request_id)
         except Exception as exc:  # noqa: BLE001 - the one gRPC error boundary
             self._error(conn, stream, exc, [(REQUEST_ID_HEADER, request_id)])
@@ -237,7 +261,8 @@ class Dispatcher:
     async def _run_unary(self, conn: Connection, stream: Stream, rpc: Rpc, message: bytes) -> None:
         trailers: Metadata = [(REQUEST_ID_HEADER, stream.head.request_id or new_request_id())]
         try:
-            request = _parse(rpc, message)
+            await self._admit(conn, stream, rpc.path, message)
+            request = parse_message(rpc, message)
             body = rpc.serialize(await rpc.handler(request, trailers))  # type: ignore[misc]
         except Exception as exc:  # noqa: BLE001 - the one gRPC error boundary
             self._error(conn, stream, exc, trailers)
@@ -250,7 +275,8 @@ class Dispatcher:
     async def _run_stream(self, conn: Connection, stream: Stream, rpc: Rpc, message: bytes) -> None:
         trailers: Metadata = [(REQUEST_ID_HEADER, stream.head.request_id or new_request_id())]
         try:
-            request = _parse(rpc, message)
+            await self._admit(conn, stream, rpc.path, message)
+            request = parse_message(rpc, message)
             replies: AsyncIterator[Any] = rpc.handler(request, trailers)  # type: ignore[assignment]
             async for reply in replies:
                 await conn.send_message(stream, RESPONSE_HEADERS, rpc.serialize(reply))
@@ -289,16 +315,12 @@ class Dispatcher:
             task.cancel()
 
 
-def _parse(rpc: Rpc, message: bytes) -> Any:
-    """The request message; bytes that are not one are a client error, not INTERNAL."""
-    try:
-        return rpc.deserialize(message)
-    except Exception as exc:  # protobuf's DecodeError and friends
-        raise BadRequest(f"request is not a valid message: {exc}") from exc
-
-
-def native_server(dataplane: DataPlane, limits: Limits | None = None) -> GrpcServer:
+def native_server(
+    dataplane: DataPlane, limits: Limits | None = None, guard: Guard | None = None
+) -> GrpcServer:
     """V2 inference and ``grpc.health.v1`` on the native HTTP/2 transport."""
     limits = limits or Limits(dataplane.settings.grpc_max_message_bytes)
-    dispatcher = Dispatcher(GrpcService(dataplane), limits.max_message, limits.max_header_list_size)
+    dispatcher = Dispatcher(
+        GrpcService(dataplane), limits.max_message, limits.max_header_list_size, guard
+    )
     return GrpcServer(dispatcher, limits)

@@ -23,12 +23,20 @@ from starlette.routing import Route
 from inferline import lifecycle
 from inferline.codecs import json_object
 from inferline.dataplane import DataPlane
-from inferline.errors import BadRequest, ModelNotFound, PayloadTooLarge, Unavailable
-from inferline.lifecycle import RegistrySync
-from inferline.protocols.v2_rest import json_response
+from inferline.digests import sha256_of
+from inferline.errors import (
+    BadRequest,
+    ModelNotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    Unavailable,
+)
+from inferline.lifecycle import RegistrySync, guess_runtime
+from inferline.protocols.v2_rest import json_response, read_body
 from inferline.registry.records import DEFAULT_ALIAS, check_alias, check_name, parse_version
 from inferline.registry.store import Registry
 from inferline.repository import load_folder, scan_model_dir
+from inferline.settings import Settings
 
 __all__ = ["routes"]
 
@@ -36,10 +44,20 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 #: Largest artifact an upload may carry.
 MAX_UPLOAD_BYTES = 4 * 1024**3
+#: Runtimes whose artifact is Python code, or may unpickle some (MLflow pyfunc).
+_CODE_RUNTIMES = frozenset({"python", "mlflow"})
+_PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 
 
 def routes(dataplane: DataPlane, sync: RegistrySync | None) -> list[Route]:
     """Repository extension routes always; registry routes when serving a registry."""
+
+    settings = dataplane.settings
+    limit = settings.max_body_bytes
+
+    async def json_body(request: Request) -> dict[str, Any]:
+        raw = await read_body(request, limit)  # the inference routes' limit, checked first
+        return json_object(raw) if raw else {}
 
     def registry() -> Registry:
         if sync is None:
@@ -109,13 +127,20 @@ def routes(dataplane: DataPlane, sync: RegistrySync | None) -> list[Route]:
         workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="inferline-upload-"))
         try:
             source = await _receive(request, workdir, filename)
+            runtime = query.get("runtime")
+            if not runtime:
+                runtime = await asyncio.to_thread(guess_runtime, source)
+            model_settings = _json_param(query.get("settings"), "settings") or {}
+            if not isinstance(model_settings, dict):
+                raise BadRequest("query parameter 'settings' must be a JSON object")
+            await _check_code_upload(settings, runtime, source, model_settings)
             record = await lifecycle.register(
                 reg,
                 name,
                 source,
                 dataplane.executor,
-                runtime=query.get("runtime"),
-                settings=_json_param(query.get("settings"), "settings"),
+                runtime=runtime,
+                settings=model_settings,
                 description=query.get("description", ""),
                 tags=_tags(query.getlist("tag")),
                 metrics=_json_param(query.get("metrics"), "metrics"),
@@ -128,10 +153,10 @@ def routes(dataplane: DataPlane, sync: RegistrySync | None) -> list[Route]:
         return json_response(request, record.to_json(), 201)
 
     async def set_alias(request: Request) -> Response:
-        return await move_alias(request, request.path_params["alias"], await _json_body(request))
+        return await move_alias(request, request.path_params["alias"], await json_body(request))
 
     async def promote(request: Request) -> Response:
-        body = await _json_body(request)
+        body = await json_body(request)
         return await move_alias(request, str(body.get("alias", DEFAULT_ALIAS)), body)
 
     async def move_alias(request: Request, alias: str, body: dict[str, Any]) -> Response:
@@ -153,7 +178,7 @@ def routes(dataplane: DataPlane, sync: RegistrySync | None) -> list[Route]:
 
     async def rollback(request: Request) -> Response:
         reg, name = registry(), check_name(request.path_params["model"])
-        body = await _json_body(request)
+        body = await json_body(request)
         alias = check_alias(str(body.get("alias", DEFAULT_ALIAS)))
         version = await lifecycle.rollback(
             reg, name, dataplane.executor, alias=alias, actor=_actor(request)
@@ -204,8 +229,44 @@ def _summary(name: str, versions: list[Any], aliases: dict[str, int]) -> dict[st
 
 
 def _actor(request: Request) -> str:
+    """Who asked, for the audit log: the principal (never its secret) and its address."""
     client = request.client.host if request.client else "unknown"
-    return f"api@{client}"
+    principal = request.scope.get("state", {}).get("principal")
+    name = principal.name if principal is not None else "api"
+    return f"{name}@{client}"[:200]
+
+
+async def _check_code_upload(
+    settings: Settings, runtime: str, source: Path, model_settings: dict[str, Any]
+) -> None:
+    """Python code and pickles over HTTP: refused unless the server allows code upload,
+    and a pickle's SHA-256 pin comes from the server's settings, never from the request
+    that carries the pickle. (The route itself needs the admin role.)"""
+    pickle = runtime == "sklearn" and source.suffix.lower() in _PICKLE_SUFFIXES
+    code = runtime in _CODE_RUNTIMES or "." in runtime  # a dotted path names a class to import
+    if "sha256" in model_settings:
+        raise BadRequest(
+            "an upload cannot pin its own SHA-256 (settings.sha256): the pin of a pickle "
+            "comes from the server's trusted_pickle_sha256 setting"
+        )
+    if not (pickle or code):
+        return
+    what = "a pickle" if pickle else f"Python code (runtime {runtime!r})"
+    if not settings.allow_code_upload:
+        raise PermissionDenied(
+            f"this server does not accept {what} over HTTP: register it with "
+            "'inferline models register' on the registry's machine, or start the server "
+            "with --allow-code-upload"
+        )
+    if pickle:
+        digest = await asyncio.to_thread(sha256_of, source)
+        trusted = {d.lower() for d in settings.trusted_pickle_sha256}
+        if digest not in trusted:
+            raise PermissionDenied(
+                f"pickle {source.name} (SHA-256 {digest}) is not in the server's "
+                "trusted_pickle_sha256 setting"
+            )
+        model_settings["sha256"] = digest
 
 
 def _tags(pairs: list[str]) -> dict[str, str]:
@@ -220,11 +281,6 @@ def _tags(pairs: list[str]) -> dict[str, str]:
 
 def _json_param(raw: str | None, what: str) -> Any:
     return None if raw is None else json_object(raw, f"query parameter {what!r}")
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    return json_object(raw) if raw else {}
 
 
 async def _receive(request: Request, workdir: Path, filename: str) -> Path:

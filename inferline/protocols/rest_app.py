@@ -34,6 +34,7 @@ from inferline.monitoring.metrics import Metrics
 from inferline.monitoring.monitor import Monitor
 from inferline.protocols import management, mlflow, monitoring_api, openapi, tfserving, v2_rest
 from inferline.protocols.status import ERROR_SHAPE, REQUEST_ID_HEADER, new_request_id, rest_error
+from inferline.security import Guard, rest_rule
 from inferline.transport.http1 import CANCEL_ON_DISCONNECT
 
 logger = logging.getLogger(__name__)
@@ -49,14 +50,17 @@ def build_app(
     sync: RegistrySync | None = None,
     metrics: Metrics | None = None,
     monitor: Monitor | None = None,
+    guard: Guard | None = None,
 ) -> Starlette:
     """One Starlette app; ``lifespan`` starts what the server owns (data plane, gRPC).
 
     ``sync`` (registry mode) enables the management API's registry routes;
-    ``metrics`` the Prometheus ``/metrics`` route; ``monitor`` feedback, quality and drift.
+    ``metrics`` the Prometheus ``/metrics`` route; ``monitor`` feedback, quality and drift;
+    ``guard`` checks every request's credentials, role and rate (the caller starts it).
     """
     app = _App(
         v2_rest.Infer(dataplane, dataplane.settings.max_body_bytes),
+        guard,
         routes=[
             *_cancellable(v2_rest.routes(dataplane)),
             *_cancellable(mlflow.routes(dataplane)),
@@ -88,11 +92,20 @@ class _App(Starlette):
     takes the usual path.
     """
 
-    def __init__(self, infer: v2_rest.Infer, **kwargs: Any) -> None:
+    def __init__(self, infer: v2_rest.Infer, guard: Guard | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._infer = infer
+        self._guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        guard = self._guard
+        if (
+            guard is not None
+            and not guard.idle
+            and scope["type"] == "http"
+            and not await _admit(guard, scope, receive, send)
+        ):
+            return
         if (
             scope["type"] == "http"
             and scope["method"] == "POST"
@@ -107,6 +120,33 @@ class _App(Starlette):
                 await self._infer(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+
+async def _admit(guard: Guard, scope: Scope, receive: Receive, send: Send) -> bool:
+    """The policy check of one request; False when it was refused (and answered)."""
+    method, path = scope["method"], scope["path"]
+    rule, model = rest_rule(method, path)
+    authorization = None
+    for key, value in scope["headers"]:
+        if key == b"authorization":
+            authorization = value.decode("latin-1")
+            break
+    client = scope.get("client")
+    try:
+        principal = await guard.check(
+            rule,
+            model,
+            authorization,
+            client[0] if client else "unknown",
+            "rest",
+            f"{method} {path}",
+        )
+    except InferlineError as exc:
+        response = await error_response(Request(scope), exc)
+        await response(scope, receive, send)
+        return False
+    scope.setdefault("state", {})["principal"] = principal
+    return True
 
 
 def _metrics_endpoint(metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:

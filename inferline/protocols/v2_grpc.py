@@ -25,8 +25,9 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from inferline.dataplane import DataPlane
-from inferline.errors import NotFound
+from inferline.errors import BadRequest, NotFound
 from inferline.protocols._generated import inference_pb2 as pb
+from inferline.protocols._grpc_auth import admit
 from inferline.protocols._grpc_codec import decode_infer, encode_infer
 from inferline.protocols.status import (
     MODEL_VERSION_HEADER,
@@ -34,6 +35,7 @@ from inferline.protocols.status import (
     grpc_error,
     new_request_id,
 )
+from inferline.security import Guard
 from inferline.settings import Settings
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "Rpc",
     "add_to_server",
     "batch_grpc_threads",
+    "parse_message",
     "request_id_of",
     "server_options",
 ]
@@ -145,23 +148,41 @@ def request_id_of(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
     return new_request_id()
 
 
-def add_to_server(server: grpc.aio.Server, dataplane: DataPlane) -> None:
-    """Register the V2 inference service and ``grpc.health.v1.Health`` on ``server``."""
+def parse_message(rpc: Rpc, message: bytes) -> Any:
+    """The request message; bytes that are not one are a client error, not INTERNAL."""
+    try:
+        return rpc.deserialize(message)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise BadRequest(f"request is not a valid message: {exc}") from exc
+
+
+def _peer_host(context: grpc.aio.ServicerContext) -> str:
+    """``ipv4:127.0.0.1:5000`` -> ``127.0.0.1`` (``ipv6:[::1]:5000`` -> ``::1``)."""
+    peer = context.peer() or "unknown"
+    host = peer.partition(":")[2].rpartition(":")[0]
+    return host.strip("[]") or peer
+
+
+def add_to_server(
+    server: grpc.aio.Server, dataplane: DataPlane, guard: Guard | None = None
+) -> None:
+    """Register the V2 inference service and ``grpc.health.v1.Health`` on ``server``.
+
+    With a ``guard`` every RPC is checked against the policy table before its
+    request is parsed (requests arrive as bytes; the model name is read from them).
+    """
     service = GrpcService(dataplane)
-    by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {
-        SERVICE_NAME: {"ModelInfer": grpc.unary_unary_rpc_method_handler(_model_infer(service))}
-    }
+    infer = grpc.unary_unary_rpc_method_handler(_model_infer(service, guard))
+    by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {SERVICE_NAME: {"ModelInfer": infer}}
     for rpc in service.rpcs.values():
         if rpc.streaming:
             handler = grpc.unary_stream_rpc_method_handler(
-                _guard_stream(rpc.handler),  # type: ignore[arg-type]
-                request_deserializer=rpc.deserialize,
+                _guard_stream(rpc, guard),
                 response_serializer=rpc.serialize,
             )
         else:
             handler = grpc.unary_unary_rpc_method_handler(
-                _guard(rpc.handler),  # type: ignore[arg-type]
-                request_deserializer=rpc.deserialize,
+                _guard(rpc, guard),
                 response_serializer=rpc.serialize,
             )
         by_service.setdefault(rpc.service, {})[rpc.method] = handler
@@ -170,7 +191,9 @@ def add_to_server(server: grpc.aio.Server, dataplane: DataPlane) -> None:
         server.add_registered_method_handlers(name, handlers)
 
 
-def _model_infer(service: GrpcService) -> Callable[[bytes, grpc.aio.ServicerContext], Any]:
+def _model_infer(
+    service: GrpcService, guard: Guard | None
+) -> Callable[[bytes, grpc.aio.ServicerContext], Any]:
     """``ModelInfer`` for grpc.aio on the wire bytes, with :func:`_guard`'s boundary inlined.
 
     The hot path: no per-call wrapper, list or dict, just the request id and
@@ -179,8 +202,11 @@ def _model_infer(service: GrpcService) -> Callable[[bytes, grpc.aio.ServicerCont
     infer = service.infer
 
     async def model_infer(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        request_id = request_id_of(context.invocation_metadata())
+        metadata = context.invocation_metadata()
+        request_id = request_id_of(metadata)
         try:
+            if guard is not None and not guard.idle:
+                await admit(guard, MODEL_INFER_PATH, metadata or (), data, _peer_host(context))
             body, version = await infer(data, request_id)
         except Exception as exc:  # noqa: BLE001 - the one gRPC error boundary
             await _abort(context, exc, [(REQUEST_ID_HEADER, request_id)])
@@ -236,36 +262,46 @@ def batch_grpc_threads() -> int:
     return changed
 
 
-def _guard(handler: Handler) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
-    """Wrap one RPC: request id in, errors mapped to statuses, trailing metadata out."""
+def _guard(
+    rpc: Rpc, guard: Guard | None
+) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Any]]:
+    """Wrap one RPC: request id in, policy check, errors mapped to statuses, trailers out."""
+    handler: Handler = rpc.handler  # type: ignore[assignment]
 
-    async def rpc(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def call(data: bytes, context: grpc.aio.ServicerContext) -> Any:
         trailers = _trailers(context)
         try:
-            response = await handler(request, trailers)
+            if guard is not None and not guard.idle:
+                metadata = context.invocation_metadata() or ()
+                await admit(guard, rpc.path, metadata, data, _peer_host(context))
+            response = await handler(parse_message(rpc, data), trailers)
         except Exception as exc:  # noqa: BLE001 - the one gRPC error boundary
             await _abort(context, exc, trailers)
         context.set_trailing_metadata(tuple(trailers))
         return response
 
-    return rpc
+    return call
 
 
 def _guard_stream(
-    handler: StreamHandler,
-) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+    rpc: Rpc, guard: Guard | None
+) -> Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[Any]]:
     """:func:`_guard` for a server-streaming RPC."""
+    handler: StreamHandler = rpc.handler  # type: ignore[assignment]
 
-    async def rpc(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def call(data: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         trailers = _trailers(context)
         try:
-            async for message in handler(request, trailers):
+            if guard is not None and not guard.idle:
+                metadata = context.invocation_metadata() or ()
+                await admit(guard, rpc.path, metadata, data, _peer_host(context))
+            async for message in handler(parse_message(rpc, data), trailers):
                 yield message
         except Exception as exc:  # noqa: BLE001 - the one gRPC error boundary
             await _abort(context, exc, trailers)
         context.set_trailing_metadata(tuple(trailers))
 
-    return rpc
+    return call
 
 
 def _trailers(context: grpc.aio.ServicerContext) -> Metadata:

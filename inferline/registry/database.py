@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from inferline.errors import Unavailable
+from inferline.settings.security import redact_url
 
 __all__ = ["connect", "engine_url"]
 
@@ -36,7 +37,7 @@ def connect(url: str) -> Engine:
             engine = sa.create_engine(url, pool_pre_ping=True)
     except (ImportError, sa.exc.ArgumentError) as exc:
         hint = " (pip install 'inferline[postgres]')" if "postgres" in url else ""
-        raise Unavailable(f"cannot open registry {url}: {exc}{hint}") from exc
+        raise Unavailable(f"cannot open registry {redact_url(url)}: {exc}{hint}") from exc
     _migrate(engine, url)
     return engine
 
@@ -58,7 +59,7 @@ def _migrate(engine: Engine, url: str) -> None:
             return
         except sa.exc.OperationalError as exc:
             if attempt == 4:
-                raise Unavailable(f"registry {url} is unreachable: {exc.orig}") from exc
+                raise Unavailable(f"registry {redact_url(url)} is unreachable: {exc.orig}") from exc
             time.sleep(0.2 * (attempt + 1))
         except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
             time.sleep(0.2)  # a concurrent first start created the tables; look again

@@ -90,3 +90,18 @@ state = Table(
     Column("id", Integer, primary_key=True),
     Column("generation", Integer, nullable=False),
 )
+
+#: API keys (``inferline keys``): only a salted hash of the secret is kept.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),  # public part of the key, looked up
+    Column("name", String(128), nullable=False, unique=True),
+    Column("salt", String(64), nullable=False),
+    Column("digest", String(128), nullable=False),  # HMAC-SHA256(salt, secret), hex
+    Column("roles", JSON, nullable=False),  # ["predict:fraud", "read"]
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)

@@ -34,6 +34,7 @@ from inferline.registry.records import (
     check_name,
     parse_version,
 )
+from inferline.settings.security import redact_url
 
 __all__ = ["Registry", "default_actor"]
 
@@ -72,7 +73,9 @@ class Registry:
             with self.engine.begin() as connection:
                 yield connection
         except sa.exc.OperationalError as exc:
-            raise Unavailable(f"registry {self.url} is unavailable: {exc.orig}") from exc
+            raise Unavailable(
+                f"registry {redact_url(self.url)} is unavailable: {exc.orig}"
+            ) from exc
 
     # -- reads ---------------------------------------------------------------------------
     def generation(self) -> int:

@@ -23,19 +23,23 @@ from inferline.settings.monitoring import (
     QualitySettings,
     RetrainHook,
 )
+from inferline.settings.security import AuthSettings, JwtSettings, RateLimitSettings
 from inferline.settings.server import Settings
 
 __all__ = [
     "MODEL_SETTINGS_FILE",
     "AlertRule",
+    "AuthSettings",
     "BatchingSettings",
     "CacheSettings",
     "DriftSettings",
+    "JwtSettings",
     "ModelMonitoring",
     "ModelSettings",
     "MonitoringSettings",
     "PayloadLogSettings",
     "QualitySettings",
+    "RateLimitSettings",
     "RetrainHook",
     "Settings",
     "TensorSpec",

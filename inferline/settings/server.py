@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferline.settings._files import read_mapping
 from inferline.settings.monitoring import MonitoringSettings
+from inferline.settings.security import AuthSettings
 
 
 class Settings(BaseSettings):
@@ -83,6 +84,16 @@ class Settings(BaseSettings):
     """Size at which the payload file rotates."""
     payload_log_backups: int = Field(default=5, ge=1)
     """Rotated payload files kept."""
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    """Authentication, roles and rate limits (see docs/security.md). Authentication is
+    on as soon as an API key exists or a JWT setting is set."""
+    insecure: bool = False
+    """Allow serving without authentication on an address other than loopback."""
+    allow_code_upload: bool = False
+    """Accept Python code and pickles uploaded over HTTP (from the ``admin`` role only)."""
+    trusted_pickle_sha256: list[str] = Field(default_factory=list)
+    """SHA-256 digests of the pickles an HTTP upload may carry (with
+    ``allow_code_upload``); the pin is never read from the uploading request."""
 
     @property
     def registry_database(self) -> str:

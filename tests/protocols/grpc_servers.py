@@ -16,6 +16,7 @@ import pytest
 from inferline.dataplane import DataPlane
 from inferline.protocols import v2_grpc
 from inferline.protocols.grpc_native import native_server
+from inferline.security import Guard
 from inferline.settings import Settings
 from inferline.transport.grpc_h2 import Limits
 from inferline.transport.sockets import listen_socket
@@ -37,15 +38,20 @@ async def grpc_address(dataplane: DataPlane, engine: str) -> AsyncIterator[str]:
 
 
 async def start_server(
-    dataplane: DataPlane, settings: Settings, engine: str = "grpcio", **limits: Any
+    dataplane: DataPlane,
+    settings: Settings,
+    engine: str = "grpcio",
+    guard: Guard | None = None,
+    **limits: Any,
 ) -> tuple[Any, str]:
     """A started server and its ``host:port``; ``await server.stop(None)`` ends it."""
     if engine == "native":
-        server = native_server(dataplane, Limits(settings.grpc_max_message_bytes, **limits))
+        limit = Limits(settings.grpc_max_message_bytes, **limits)
+        server = native_server(dataplane, limit, guard=guard)
         await server.start(listen_socket("127.0.0.1", 0))
         return server, f"127.0.0.1:{server.port}"
     aio = grpc.aio.server(options=v2_grpc.server_options(settings))
-    v2_grpc.add_to_server(aio, dataplane)
+    v2_grpc.add_to_server(aio, dataplane, guard)
     port = aio.add_insecure_port("127.0.0.1:0")
     await aio.start()
     return aio, f"127.0.0.1:{port}"
