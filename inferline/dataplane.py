@@ -293,7 +293,7 @@ class DataPlane:
         if not model.ready:
             raise ModelNotReady(f"model {name!r} version {model.version} is not ready")
         check_limits(request.inputs, self.settings.max_tensors, self.settings.max_elements)
-        inputs = check_inputs(name, request.inputs, model.inputs)
+        inputs = check_inputs(name, request.inputs, model.inputs, text=model.text_inputs)
         wanted = _requested_names(request, model.outputs)
         cache, key, cache_state = served.cache, b"", None
         if cache is not None and request.parameters.get("cache", True) is not False:

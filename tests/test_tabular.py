@@ -147,4 +147,7 @@ async def test_bytes_that_are_not_utf8_text_are_refused(client):
         headers={"inference-header-content-length": str(len(head))},
     )
     assert response.status_code == 400
-    assert response.json() == {"error": "input 'plan' holds bytes that are not UTF-8 text"}
+    assert response.json() == {
+        "error": "input 'plan' holds bytes that are not UTF-8 text (element 0); "
+        "the model takes strings"
+    }

@@ -28,6 +28,8 @@ class OnnxModel(Model):
     """
 
     artifact_suffixes = (".onnx",)
+    #: onnxruntime reads a ``bytes`` element of a string tensor as the text "b'...'".
+    text_inputs = True
 
     def load(self) -> None:
         options = ort.SessionOptions()

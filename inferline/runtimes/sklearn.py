@@ -39,6 +39,8 @@ class SklearnModel(Model):
     """
 
     artifact_suffixes = (".skops", *_PICKLE_SUFFIXES)
+    #: Estimators fitted on strings compare ``str`` categories: b"pro" is not "pro".
+    text_inputs = True
 
     def load(self) -> None:
         estimator = _read(self.artifact, self.settings.sha256)
