@@ -200,7 +200,13 @@ class Infer:
                 )
             header_length = int(json_length)
         body = await self._body(receive, declared)
-        infer_request = decode_request(body, header_length)
+        settings = self.dataplane.settings
+        infer_request = decode_request(
+            body,
+            header_length,
+            max_tensors=settings.max_tensors,
+            max_elements=settings.max_elements,
+        )
         if cache_control is not None and b"no-cache" in cache_control:
             infer_request.parameters["cache"] = False
         params = scope["path_params"]
