@@ -335,7 +335,10 @@ class _Servicer:
         """``ModelInfer`` on the wire bytes: (response bytes, model version that answered)."""
         settings = self._dataplane.settings
         decoded = decode_infer(
-            data, max_tensors=settings.max_tensors, max_elements=settings.max_elements
+            data,
+            max_tensors=settings.max_tensors,
+            max_elements=settings.max_elements,
+            check_model=self._check_model,
         )
         response = await self._dataplane.infer(
             decoded.model_name,
@@ -346,6 +349,10 @@ class _Servicer:
         )
         # Answer in the form the client used, as Triton does.
         return encode_infer(response, raw=decoded.raw), response.model_version
+
+    def _check_model(self, name: str, version: str) -> None:
+        """The model first, as Triton does: an unknown one is NOT_FOUND whatever the tensors."""
+        self._dataplane.resolve(name, version or None)
 
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, _: Metadata

@@ -192,6 +192,9 @@ class Infer:
         cache_control: bytes | None,
         request_id: str,
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        params = scope["path_params"]
+        # The model first, as Triton does: an unknown one is a 404 whatever the body.
+        self.dataplane.resolve(params["model"], params.get("version"))
         header_length = None
         if json_length is not None:
             if not json_length.isdigit():
@@ -209,7 +212,6 @@ class Infer:
         )
         if cache_control is not None and b"no-cache" in cache_control:
             infer_request.parameters["cache"] = False
-        params = scope["path_params"]
         response = await self.dataplane.infer(
             params["model"],
             params.get("version"),
