@@ -51,6 +51,13 @@ def frame(inputs: Mapping[str, np.ndarray[Any, Any]], columns: Sequence[TensorSp
     """One DataFrame from 1-D inputs, in ``columns`` order; BYTES decoded to ``str``."""
     import pandas as pd
 
+    lengths = {spec.name: len(inputs[spec.name]) for spec in columns}
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{name}: {n}" for name, n in lengths.items())
+        raise InvalidInput(
+            f"the columns have different lengths ({shown}); "
+            "every input of a table needs one value per row"
+        )
     data: dict[str, Any] = {}
     for spec in columns:
         values = inputs[spec.name]

@@ -12,6 +12,7 @@ import numpy as np
 import skops.io as sio
 
 from inferline.errors import ModelLoadError
+from inferline.runtimes._errors import refused
 from inferline.runtimes._signature import batch_spec, check_declared, single_input
 from inferline.runtimes._tabular import column_specs, frame, frame_of_matrix, require_pandas
 from inferline.runtimes.base import Inputs, Model, Outputs, sample_inputs
@@ -130,6 +131,12 @@ class SklearnModel(Model):
 
     def predict(self, inputs: Inputs) -> Outputs:
         features = self._features(inputs)
+        try:
+            return self._estimate(features)
+        except ValueError as exc:  # scikit-learn's word for "not with this input"
+            raise refused(self.name, exc) from exc
+
+    def _estimate(self, features: Any) -> Outputs:
         outputs: dict[str, np.ndarray[Any, Any]] = {}
         if self._labels_from_proba:
             proba = self._estimator.predict_proba(features)
