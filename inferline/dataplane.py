@@ -301,7 +301,7 @@ class DataPlane:
             hit = await cache.get(key)
             if hit is not None:
                 response = InferResponse(
-                    name, model.version, _select_outputs(hit, wanted), request.id
+                    name, model.version, _select_outputs(hit, wanted), request.id, cache="hit"
                 )
                 return response, "hit"
             cache_state = "miss"
@@ -326,6 +326,7 @@ class DataPlane:
             model_version=model.version,
             outputs=_select_outputs(outputs, wanted),
             id=request.id,
+            cache=cache_state,
         )
         return response, cache_state
 

@@ -19,7 +19,12 @@ from typing import Any
 
 from inferline.dataplane import DataPlane
 from inferline.errors import BadRequest
-from inferline.protocols.status import MODEL_VERSION_HEADER, REQUEST_ID_HEADER, new_request_id
+from inferline.protocols.status import (
+    CACHE_HEADER,
+    MODEL_VERSION_HEADER,
+    REQUEST_ID_HEADER,
+    new_request_id,
+)
 from inferline.protocols.v2_grpc import MODEL_INFER_PATH, GrpcService, Metadata, Rpc, failure
 from inferline.transport.grpc_h2 import GrpcServer, Limits
 from inferline.transport.grpc_h2.connection import Connection
@@ -68,6 +73,7 @@ RESPONSE_HEADERS = b"\x88\x0f\x10" + literal_value("application/grpc")
 _STATUS_OK = literal("grpc-status", "0")
 _REQUEST_ID = literal(REQUEST_ID_HEADER, "")[:-1]  # the name part: value follows
 _MODEL_VERSION = literal(MODEL_VERSION_HEADER, "")[:-1]
+_CACHE = {state: literal(CACHE_HEADER, state) for state in ("hit", "miss")}
 _INFER = object()  # the route of ModelInfer: bytes in, bytes out
 _versions: dict[str, bytes] = {}
 
@@ -214,7 +220,7 @@ class Dispatcher:
     async def _run_infer(self, conn: Connection, stream: Stream, message: bytes) -> None:
         request_id = stream.head.request_id or new_request_id()
         try:
-            body, version = await self._infer(message, request_id)
+            body, version, cache = await self._infer(message, request_id)
         except Exception as exc:  # noqa: BLE001 - the one gRPC error boundary
             self._error(conn, stream, exc, [(REQUEST_ID_HEADER, request_id)])
             return
@@ -227,6 +233,8 @@ class Dispatcher:
             if len(_versions) > 1024:
                 _versions.clear()
         trailers = _STATUS_OK + _REQUEST_ID + literal_value(request_id) + encoded
+        if cache is not None:
+            trailers += _CACHE[cache]
         conn.respond(stream, RESPONSE_HEADERS, body, trailers)
 
     async def _run_unary(self, conn: Connection, stream: Stream, rpc: Rpc, message: bytes) -> None:

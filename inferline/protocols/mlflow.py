@@ -96,7 +96,12 @@ def routes(dataplane: DataPlane) -> list[Route]:
         )
         form = getattr(model, "predictions_form", None)
         predictions = _predictions(response.outputs, form)
-        return respond(request, {"predictions": predictions}, model_version=response.model_version)
+        return respond(
+            request,
+            {"predictions": predictions},
+            model_version=response.model_version,
+            cache=response.cache,
+        )
 
     invoke = _mlflow_errors(invocations)
     table = [

@@ -15,6 +15,7 @@ import orjson
 from inferline.errors import InferlineError, InternalError
 
 __all__ = [
+    "CACHE_HEADER",
     "MODEL_VERSION_HEADER",
     "REQUEST_ID_HEADER",
     "as_inferline_error",
@@ -27,6 +28,9 @@ logger = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "x-request-id"
 #: Which model version answered: a REST header and gRPC trailing metadata.
 MODEL_VERSION_HEADER = "inferline-model-version"
+#: "hit" or "miss" when the model's prediction cache was asked: a REST header and
+#: gRPC trailing metadata.
+CACHE_HEADER = "x-inferline-cache"
 
 _random_bits = random.getrandbits
 

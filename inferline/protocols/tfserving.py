@@ -83,7 +83,7 @@ def routes(dataplane: DataPlane) -> list[Route]:
         else:
             single = len(outputs) == 1
             payload = {"outputs": jsonable(outputs[0]) if single else _by_name(outputs)}
-        return respond(request, payload, model_version=response.model_version)
+        return respond(request, payload, model_version=response.model_version, cache=response.cache)
 
     async def status(request: Request) -> Response:
         name, version = _model_path(request)

@@ -28,6 +28,7 @@ from inferline.codecs import decode_request, encode_response
 from inferline.dataplane import DataPlane
 from inferline.errors import BadRequest, PayloadTooLarge
 from inferline.protocols.status import (
+    CACHE_HEADER,
     MODEL_VERSION_HEADER,
     REQUEST_ID_HEADER,
     as_inferline_error,
@@ -45,6 +46,7 @@ _BINARY = "application/octet-stream"
 _BINARY_HEADER_KEY = BINARY_HEADER.encode()
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.encode()
 _VERSION_KEY = MODEL_VERSION_HEADER.encode()
+_CACHE_KEY = CACHE_HEADER.encode()
 _JSON_TYPE = _JSON.encode()
 _BINARY_TYPE = _BINARY.encode()
 
@@ -224,6 +226,8 @@ class Infer:
             (_REQUEST_ID_KEY, request_id.encode("latin-1")),
             (_VERSION_KEY, response.model_version.encode("latin-1")),
         ]
+        if response.cache is not None:
+            headers.append((_CACHE_KEY, response.cache.encode()))
         if binary_length is not None:
             headers.append((_BINARY_HEADER_KEY, str(binary_length).encode()))
         headers.append((b"content-length", str(len(payload)).encode()))
