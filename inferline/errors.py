@@ -11,6 +11,7 @@ turns an error into a response; nothing else does.
     │   ├── ModelNotFound
     │   └── RouteNotFound
     ├── MethodNotAllowed          405  UNIMPLEMENTED
+    ├── NotImplementedByServer    501  UNIMPLEMENTED      a known API inferline does not serve
     ├── Conflict                  409  FAILED_PRECONDITION
     ├── PayloadTooLarge           413  RESOURCE_EXHAUSTED
     ├── Unprocessable             422  INVALID_ARGUMENT
@@ -39,6 +40,7 @@ __all__ = [
     "ModelNotFound",
     "ModelNotReady",
     "NotFound",
+    "NotImplementedByServer",
     "PayloadTooLarge",
     "QueueFull",
     "RouteNotFound",
@@ -85,6 +87,13 @@ class RouteNotFound(NotFound):
 
 class MethodNotAllowed(InferlineError):
     http_status = 405
+    grpc_code = "UNIMPLEMENTED"
+
+
+class NotImplementedByServer(InferlineError):
+    """A call of a known API that inferline does not serve (e.g. TF Serving's ``:classify``)."""
+
+    http_status = 501
     grpc_code = "UNIMPLEMENTED"
 
 
