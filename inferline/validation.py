@@ -71,16 +71,34 @@ def _check_one(tensor: Tensor, spec: TensorSpec) -> np.ndarray[Any, Any]:
             )
         data = data.astype(target)
     shape = tensor.shape
-    if len(shape) != len(spec.shape) or any(
-        want not in (-1, got) for want, got in zip(spec.shape, shape, strict=True)
-    ):
+    if not _fits(shape, spec.shape):
         raise InvalidInput(
             f"input {tensor.name!r} has shape {shape}; "
-            f"the model expects {spec.shape} (-1: any size)"
+            f"the model expects {spec.shape} (-1: any size){_reshape_hint(shape, spec.shape)}"
         )
     if spec.min is not None or spec.max is not None:
         _check_range(tensor.name, data, spec)
     return data
+
+
+def _fits(shape: Sequence[int], spec: Sequence[int]) -> bool:
+    return len(shape) == len(spec) and all(
+        want in (-1, got) for want, got in zip(spec, shape, strict=True)
+    )
+
+
+def _reshape_hint(shape: list[int], spec: list[int]) -> str:
+    """The same data with a size-1 dimension dropped or added, when that shape would fit.
+
+    Not reshaped silently, as Triton does not: a column vector ``[N, 1]`` for a
+    ``[-1]`` input names the shape to send instead.
+    """
+    candidates = [shape[:i] + shape[i + 1 :] for i, d in enumerate(shape) if d == 1]
+    candidates += [[*shape[:i], 1, *shape[i:]] for i in range(len(shape) + 1)]
+    for candidate in candidates:
+        if _fits(candidate, spec):
+            return f": send it as shape {candidate}"
+    return ""
 
 
 def as_text(name: str, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

@@ -292,3 +292,31 @@ async def test_sklearn_string_matrix_gets_text(rest: httpx.AsyncClient, grpc_add
     async with grpc.aio.insecure_channel(grpc_address) as channel:
         answer = await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
     assert np.frombuffer(answer.raw_output_contents[0], "<i8").tolist() == expected
+
+
+async def test_a_column_vector_for_a_1d_input_is_a_400_saying_the_shape_to_send(
+    rest: httpx.AsyncClient, grpc_address: str
+) -> None:
+    """[N, 1] for a [-1] input is refused, as Triton does, with the shape that would fit."""
+    body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2, 1], "data": KEYS[:2]}]}
+    response = await rest.post("/v2/models/strings/infer", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "error": "input 'text' has shape [2, 1]; the model expects [-1] (-1: any size): "
+        "send it as shape [2]"
+    }
+    request = pb.ModelInferRequest(model_name="strings")
+    request.inputs.add(name="text", datatype="BYTES", shape=[2, 1])
+    request.raw_input_contents.append(pack([k.encode() for k in KEYS[:2]]))
+    async with grpc.aio.insecure_channel(grpc_address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().endswith("send it as shape [2]")
+    # ...and the other way round: [N] for a [-1, 1] input.
+    flat = {"inputs": [{"name": "input", "datatype": "BYTES", "shape": [2], "data": PLANS[:2]}]}
+    response = await rest.post("/v2/models/plans/infer", json=flat)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].endswith(
+        "the model expects [-1, 1] (-1: any size): send it as shape [2, 1]"
+    )
