@@ -85,6 +85,13 @@ class MlflowModel(Model):
         schema = signature.inputs if signature is not None else None
         if not self.inputs and schema is not None:
             self.inputs = _inputs_from_schema(self.name, schema)
+        #: Columns of MLflow type binary: they reach the model as bytes, and the MLflow
+        #: protocol base64-decodes them in the DataFrame formats, as MLflow does.
+        self.binary_columns: frozenset[str] = frozenset(
+            col.name if col.name is not None else str(i)
+            for i, col in enumerate(schema.inputs if schema is not None else ())
+            if isinstance(col, ColSpec) and col.type == DataType.binary
+        )
         self._tabular = (schema is not None and not schema.is_tensor_spec()) or (
             schema is None and is_tabular(self.inputs)
         )
@@ -128,7 +135,7 @@ class MlflowModel(Model):
     def _data(self, inputs: Inputs) -> Any:
         """What pyfunc would hand the model: a DataFrame, one array or a dict of arrays."""
         if self._tabular:
-            return frame(inputs, self.inputs)
+            return frame(inputs, self.inputs, self.binary_columns)
         if self._bare:
             return inputs[self.inputs[0].name]
         return dict(inputs)
