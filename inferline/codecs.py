@@ -51,8 +51,19 @@ def checked_shape(name: str, shape: Any) -> tuple[list[int], int]:
     return shape, math.prod(shape)
 
 
-def decode_request(body: bytes, json_length: int | None = None) -> InferRequest:
-    """Decode a V2 inference request (JSON, optionally followed by binary tensor data)."""
+def decode_request(
+    body: bytes,
+    json_length: int | None = None,
+    *,
+    max_tensors: int | None = None,
+    max_elements: int | None = None,
+) -> InferRequest:
+    """Decode a V2 inference request (JSON, optionally followed by binary tensor data).
+
+    The input count and each input's element count (from its declared shape)
+    are checked against the limits before any array is built, so a small body
+    cannot make the server allocate a huge one (None: no limit).
+    """
     if json_length is not None:
         if json_length < 0 or json_length > len(body):
             raise BadRequest(
@@ -66,10 +77,14 @@ def decode_request(body: bytes, json_length: int | None = None) -> InferRequest:
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise BadRequest("request needs a non-empty 'inputs' list")
+    if max_tensors is not None and len(raw_inputs) > max_tensors:
+        raise InvalidInput(
+            f"request has {len(raw_inputs)} input tensors; the limit is {max_tensors}"
+        )
     offset = 0
     inputs = []
     for item in raw_inputs:
-        tensor, offset = _decode_input(item, binary, offset)
+        tensor, offset = _decode_input(item, binary, offset, max_elements)
         inputs.append(tensor)
     if offset != len(binary):
         raise BadRequest(
@@ -97,7 +112,9 @@ def _parameters(doc: dict[str, Any], where: str) -> dict[str, Any]:
     return parameters
 
 
-def _decode_input(item: Any, binary: memoryview, offset: int) -> tuple[Tensor, int]:
+def _decode_input(
+    item: Any, binary: memoryview, offset: int, max_elements: int | None
+) -> tuple[Tensor, int]:
     if not isinstance(item, dict):
         raise BadRequest("each entry of 'inputs' must be a JSON object")
     name = item.get("name")
@@ -110,6 +127,8 @@ def _decode_input(item: Any, binary: memoryview, offset: int) -> tuple[Tensor, i
             f"input {name!r}: unknown datatype {datatype!r}; expected one of {', '.join(DATATYPES)}"
         )
     shape, size = checked_shape(name, item.get("shape"))
+    if max_elements is not None and size > max_elements:
+        raise InvalidInput(f"input {name!r} has {size} elements; the limit is {max_elements}")
     parameters = _parameters(item, f"input {name!r}")
     binary_size = parameters.get("binary_data_size")
     if binary_size is not None:
@@ -186,9 +205,18 @@ def _decode_outputs(raw: Any, parameters: dict[str, Any]) -> list[RequestedOutpu
 
 
 def decode_bytes_raw(name: str, chunk: memoryview | bytes, count: int) -> Any:
-    """Triton's raw BYTES layout: each element is a 4-byte little-endian length + bytes."""
-    array = np.empty(count, dtype=object)
+    """Triton's raw BYTES layout: each element is a 4-byte little-endian length + bytes.
+
+    Every element takes at least its 4-byte length, so a count the data cannot
+    hold is refused before the element array is allocated.
+    """
     view = memoryview(chunk)
+    if count * _LENGTH.size > len(view):
+        raise InvalidInput(
+            f"input {name!r}: {count} BYTES elements need at least {count * _LENGTH.size} "
+            f"bytes of data (a 4-byte length each); got {len(view)}"
+        )
+    array = np.empty(count, dtype=object)
     pos = 0
     for i in range(count):
         if pos + 4 > len(view):

@@ -307,7 +307,7 @@ class DataPlane:
         if not model.ready:
             raise ModelNotReady(f"model {name!r} version {model.version} is not ready")
         check_limits(request.inputs, self.settings.max_tensors, self.settings.max_elements)
-        inputs = check_inputs(name, request.inputs, model.inputs)
+        inputs = check_inputs(name, request.inputs, model.inputs, text=model.text_inputs)
         wanted = _requested_names(request, model.outputs)
         cache, key, cache_state = served.cache, b"", None
         if cache is not None and request.parameters.get("cache", True) is not False:
@@ -315,7 +315,7 @@ class DataPlane:
             hit = await cache.get(key)
             if hit is not None:
                 response = InferResponse(
-                    name, model.version, _select_outputs(hit, wanted), request.id
+                    name, model.version, _select_outputs(hit, wanted), request.id, cache="hit"
                 )
                 return response, "hit"
             cache_state = "miss"
@@ -340,6 +340,7 @@ class DataPlane:
             model_version=model.version,
             outputs=_select_outputs(outputs, wanted),
             id=request.id,
+            cache=cache_state,
         )
         return response, cache_state
 

@@ -13,6 +13,7 @@ turns an error into a response; nothing else does.
     │   ├── ModelNotFound
     │   └── RouteNotFound
     ├── MethodNotAllowed          405  UNIMPLEMENTED
+    ├── NotImplementedByServer    501  UNIMPLEMENTED      a known API inferline does not serve
     ├── Conflict                  409  FAILED_PRECONDITION
     ├── PayloadTooLarge           413  RESOURCE_EXHAUSTED
     ├── UnsupportedMediaType      415  INVALID_ARGUMENT   a Content-Type the route does not read
@@ -43,6 +44,7 @@ __all__ = [
     "ModelNotFound",
     "ModelNotReady",
     "NotFound",
+    "NotImplementedByServer",
     "PayloadTooLarge",
     "PermissionDenied",
     "QueueFull",
@@ -108,6 +110,13 @@ class RouteNotFound(NotFound):
 
 class MethodNotAllowed(InferlineError):
     http_status = 405
+    grpc_code = "UNIMPLEMENTED"
+
+
+class NotImplementedByServer(InferlineError):
+    """A call of a known API that inferline does not serve (e.g. TF Serving's ``:classify``)."""
+
+    http_status = 501
     grpc_code = "UNIMPLEMENTED"
 
 

@@ -114,3 +114,5 @@ class InferResponse:
     outputs: list[Tensor]
     id: str | None = None
     parameters: Parameters = field(default_factory=dict)
+    #: The prediction cache's answer: "hit", "miss", or None when no cache was asked.
+    cache: str | None = None

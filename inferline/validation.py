@@ -15,7 +15,7 @@ from inferline.errors import InvalidInput
 from inferline.settings import TensorSpec
 from inferline.types import DATATYPES, Tensor
 
-__all__ = ["check_inputs", "check_limits"]
+__all__ = ["as_text", "check_inputs", "check_limits"]
 
 
 def check_limits(tensors: Sequence[Tensor], max_tensors: int, max_elements: int) -> None:
@@ -30,12 +30,14 @@ def check_limits(tensors: Sequence[Tensor], max_tensors: int, max_elements: int)
 
 
 def check_inputs(
-    model: str, tensors: Sequence[Tensor], specs: Sequence[TensorSpec]
+    model: str, tensors: Sequence[Tensor], specs: Sequence[TensorSpec], *, text: bool = False
 ) -> dict[str, np.ndarray[Any, Any]]:
     """The model's inputs by name, or :class:`InvalidInput` saying what does not fit.
 
     A numeric input whose datatype converts to the declared one without loss
     (INT32 to INT64, FP32 to FP64) is converted; any other mismatch is refused.
+    With ``text`` (the runtime compares strings), BYTES inputs become ``str``
+    arrays, decoded as UTF-8.
     """
     by_name = {spec.name: spec for spec in specs}
     arrays: dict[str, np.ndarray[Any, Any]] = {}
@@ -48,7 +50,10 @@ def check_inputs(
             )
         if tensor.name in arrays:
             raise InvalidInput(f"input {tensor.name!r} is given more than once")
-        arrays[tensor.name] = _check_one(tensor, spec)
+        array = _check_one(tensor, spec)
+        if text and spec.datatype == "BYTES":
+            array = as_text(tensor.name, array)
+        arrays[tensor.name] = array
     if len(arrays) != len(by_name):
         missing = [name for name in by_name if name not in arrays]
         raise InvalidInput(f"model {model!r} is missing input(s): {', '.join(missing)}")
@@ -66,16 +71,51 @@ def _check_one(tensor: Tensor, spec: TensorSpec) -> np.ndarray[Any, Any]:
             )
         data = data.astype(target)
     shape = tensor.shape
-    if len(shape) != len(spec.shape) or any(
-        want not in (-1, got) for want, got in zip(spec.shape, shape, strict=True)
-    ):
+    if not _fits(shape, spec.shape):
         raise InvalidInput(
             f"input {tensor.name!r} has shape {shape}; "
-            f"the model expects {spec.shape} (-1: any size)"
+            f"the model expects {spec.shape} (-1: any size){_reshape_hint(shape, spec.shape)}"
         )
     if spec.min is not None or spec.max is not None:
         _check_range(tensor.name, data, spec)
     return data
+
+
+def _fits(shape: Sequence[int], spec: Sequence[int]) -> bool:
+    return len(shape) == len(spec) and all(
+        want in (-1, got) for want, got in zip(spec, shape, strict=True)
+    )
+
+
+def _reshape_hint(shape: list[int], spec: list[int]) -> str:
+    """The same data with a size-1 dimension dropped or added, when that shape would fit.
+
+    Not reshaped silently, as Triton does not: a column vector ``[N, 1]`` for a
+    ``[-1]`` input names the shape to send instead.
+    """
+    candidates = [shape[:i] + shape[i + 1 :] for i, d in enumerate(shape) if d == 1]
+    candidates += [[*shape[:i], 1, *shape[i:]] for i in range(len(shape) + 1)]
+    for candidate in candidates:
+        if _fits(candidate, spec):
+            return f": send it as shape {candidate}"
+    return ""
+
+
+def as_text(name: str, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """An object array of ``str``: ``bytes`` decoded as UTF-8, text kept as it is."""
+    out = np.empty(array.shape, dtype=object)
+    flat = out.reshape(-1)
+    for i, value in enumerate(array.reshape(-1)):
+        if isinstance(value, bytes):
+            try:
+                value = value.decode()
+            except UnicodeDecodeError as exc:
+                raise InvalidInput(
+                    f"input {name!r} holds bytes that are not UTF-8 text (element {i}); "
+                    "the model takes strings"
+                ) from exc
+        flat[i] = value
+    return out
 
 
 def _numeric(dtype: np.dtype[Any]) -> bool:

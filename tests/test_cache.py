@@ -191,3 +191,53 @@ async def test_redis_down_serves_uncached(tmp_path: Path) -> None:
         assert isinstance(cache, RedisCache) and cache.errors == 6  # a get and a put each time
     finally:
         await plane.stop()
+
+
+CACHE_HEADER = "x-inferline-cache"
+
+
+async def test_rest_answers_say_hit_or_miss_on_every_route_family(plane: DataPlane) -> None:
+    async with await client_for(plane) as c:
+        for post in (
+            lambda: c.post("/v2/models/cached/versions/1/infer", json=body([[7, 8]])),
+            lambda: c.post("/v1/models/cached/versions/1:predict", json={"instances": [[9, 1]]}),
+            lambda: c.post("/models/cached/versions/1/invocations", json={"inputs": [[2, 9]]}),
+        ):
+            first, second = await post(), await post()
+            assert first.status_code == second.status_code == 200, first.text
+            assert first.headers[CACHE_HEADER] == "miss"
+            assert second.headers[CACHE_HEADER] == "hit"
+            assert first.json() == second.json()
+        skipped = await c.post(
+            "/v2/models/cached/versions/1/infer", json=body([[7, 8]], cache=False)
+        )
+        assert CACHE_HEADER not in skipped.headers
+        # A model without a cache says nothing.
+        plane.resolve("cached", "1").cache = None
+        uncached = await c.post("/v2/models/cached/versions/1/infer", json=body([[7, 8]]))
+        assert uncached.status_code == 200 and CACHE_HEADER not in uncached.headers
+
+
+@pytest.mark.parametrize("engine", ["grpcio", "native"])
+async def test_grpc_trailers_say_hit_or_miss(plane: DataPlane, engine: str) -> None:
+    import grpc
+
+    from inferline.protocols._generated import inference_pb2 as pb
+    from inferline.protocols._generated import inference_pb2_grpc as pb_grpc
+    from tests.protocols.grpc_servers import start_server
+
+    server, address = await start_server(plane, plane.settings, engine)
+    try:
+        request = pb.ModelInferRequest(model_name="cached", model_version="1")
+        tensor = request.inputs.add(name="x", datatype="FP64", shape=[1, 2])
+        tensor.contents.fp64_contents.extend([3.0, 4.0])
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            states = []
+            for _ in range(2):
+                call = stub.ModelInfer(request)
+                await call
+                states.append(dict(await call.trailing_metadata()).get(CACHE_HEADER))
+    finally:
+        await server.stop(None)
+    assert states == ["miss", "hit"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -87,6 +88,8 @@ def test_raw_bytes_refuses_truncation() -> None:
     with pytest.raises(InvalidInput, match="element 0 runs past the data"):
         decode_bytes_raw("x", raw, 1)
     with pytest.raises(InvalidInput, match="ends after 1 of 2 elements"):
+        decode_bytes_raw("x", struct.pack("<I", 1) + b"abcd", 2)
+    with pytest.raises(InvalidInput, match="2 BYTES elements need at least 8 bytes"):
         decode_bytes_raw("x", struct.pack("<I", 1) + b"a", 2)
 
 
@@ -168,3 +171,68 @@ def test_binary_sizes_must_add_up() -> None:
         decode_request(header + b"\0" * 12, len(header))
     with pytest.raises(BadRequest, match="runs past the end"):
         decode_request(header + b"\0" * 4, len(header))
+
+
+# -- sizes are checked before anything is allocated -----------------------------------
+def _peak_bytes(fn: object) -> tuple[BaseException | None, int]:
+    """(what ``fn()`` raised, peak bytes Python allocated meanwhile)."""
+    tracemalloc.start()
+    raised: BaseException | None = None
+    try:
+        fn()  # type: ignore[operator]
+    except (BadRequest, MemoryError) as exc:
+        raised = exc
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return raised, peak
+
+
+def _bytes_header(count: int, size: int = 0) -> bytes:
+    tensor = {
+        "name": "text",
+        "datatype": "BYTES",
+        "shape": [count],
+        "parameters": {"binary_data_size": size},
+    }
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+@pytest.mark.parametrize("count", [2 * 10**8, 10**12])
+def test_raw_bytes_count_that_the_data_cannot_hold_allocates_nothing(count: int) -> None:
+    """Each element needs a 4-byte length: 0 bytes cannot hold N of them, so no N-array."""
+    raised, peak = _peak_bytes(lambda: decode_bytes_raw("text", b"", count))
+    assert isinstance(raised, InvalidInput), raised
+    assert "need at least" in raised.message
+    assert peak < 1 << 20
+
+
+@pytest.mark.parametrize("count", [2 * 10**8, 10**12])
+def test_binary_bytes_shape_over_the_limit_is_refused_before_allocation(count: int) -> None:
+    header = _bytes_header(count)
+    raised, peak = _peak_bytes(
+        lambda: decode_request(header, len(header), max_tensors=8, max_elements=1000)
+    )
+    assert isinstance(raised, InvalidInput), raised
+    assert raised.message == f"input 'text' has {count} elements; the limit is 1000"
+    assert peak < 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("shape", "data"),
+    [([10**12], [1.0]), ([10**6, 10**6, 10**6], []), ([2**62, 2**62], [1.0, 2.0])],
+    ids=["huge", "huge-3d", "beyond-int64"],
+)
+def test_json_shape_over_the_limit_is_refused_before_data_is_read(
+    shape: list[int], data: list[float]
+) -> None:
+    doc = {"inputs": [{"name": "x", "datatype": "FP32", "shape": shape, "data": data}]}
+    with pytest.raises(InvalidInput, match=r"input 'x' has \d+ elements; the limit is 1000"):
+        decode_request(json.dumps(doc).encode(), max_tensors=8, max_elements=1000)
+
+
+def test_too_many_inputs_are_refused_before_any_is_decoded() -> None:
+    tensor = {"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}
+    doc = {"inputs": [{**tensor, "name": f"x{i}"} for i in range(9)]}
+    with pytest.raises(InvalidInput, match="request has 9 input tensors; the limit is 8"):
+        decode_request(json.dumps(doc).encode(), max_tensors=8, max_elements=1000)

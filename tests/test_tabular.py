@@ -147,4 +147,39 @@ async def test_bytes_that_are_not_utf8_text_are_refused(client):
         headers={"inference-header-content-length": str(len(head))},
     )
     assert response.status_code == 400
-    assert response.json() == {"error": "input 'plan' holds bytes that are not UTF-8 text"}
+    assert response.json() == {
+        "error": "input 'plan' holds bytes that are not UTF-8 text (element 0); "
+        "the model takes strings"
+    }
+
+
+@pytest.mark.parametrize("model", ["frame", "churn"])
+async def test_columns_of_different_lengths_are_a_400_naming_them(client, model):
+    inputs = [
+        {"name": "amount", "datatype": "FP64", "shape": [3], "data": [1.0, 2.0, 3.0]},
+        {"name": "visits", "datatype": "INT64", "shape": [2], "data": [1, 2]},
+        {"name": "plan", "datatype": "BYTES", "shape": [3], "data": ["pro", "basic", "team"]},
+    ]
+    response = await client.post(f"/v2/models/{model}/infer", json={"inputs": inputs})
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "error": "the columns have different lengths (amount: 3, visits: 2, plan: 3); "
+        "every input of a table needs one value per row"
+    }
+
+
+@pytest.mark.parametrize("model", ["frame", "churn"])
+async def test_nan_a_model_refuses_is_a_400_through_invocations_csv(client, model):
+    """An empty float cell is NaN; a logistic regression refuses NaN: the client's mistake."""
+    body = "amount,visits,plan\n12.5,3,pro\n,4,basic\n"
+    with pytest.raises(ValueError, match="NaN") as reference:
+        churn_pipeline().predict(
+            pd.DataFrame({"amount": [12.5, np.nan], "visits": [3, 4], "plan": ["pro", "basic"]})
+        )
+    response = await client.post(
+        f"/models/{model}/invocations", content=body, headers={"content-type": "text/csv"}
+    )
+    assert response.status_code == 400, response.text
+    message = response.json()["message"]
+    assert message.startswith(f"model {model!r} refused the input: ")
+    assert str(reference.value).splitlines()[0] in message

@@ -22,7 +22,7 @@ runtime and the message converters below. Both share the per-tensor checks.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -65,11 +65,23 @@ class DecodedInfer(NamedTuple):
     raw: bool
 
 
-def decode_infer(data: bytes, *, max_tensors: int, max_elements: int) -> DecodedInfer:
-    """A serialized ``ModelInferRequest`` as tensors; anything malformed is InvalidInput."""
+def decode_infer(
+    data: bytes,
+    *,
+    max_tensors: int,
+    max_elements: int,
+    check_model: Callable[[str, str], object] | None = None,
+) -> DecodedInfer:
+    """A serialized ``ModelInferRequest`` as tensors; anything malformed is InvalidInput.
+
+    ``check_model(name, version)`` runs as soon as the message names its model,
+    before any tensor is read: an unknown model is NOT_FOUND whatever the tensors.
+    """
     wire = _grpc_wire.parse_request(data)
     # Raw contents, one per input and within the limit: the common shape, read by hand.
     if wire is not None and 0 < len(wire.inputs) == len(wire.raw_input_contents) <= max_tensors:
+        if check_model is not None:
+            check_model(wire.model_name, wire.model_version)
         return _from_wire(wire, max_elements)
     # Typed contents, parameters, or something to refuse: the protobuf runtime decides.
     try:
@@ -78,6 +90,8 @@ def decode_infer(data: bytes, *, max_tensors: int, max_elements: int) -> Decoded
         # "Error parsing message with type '...': <reason>": keep the reason.
         reason = str(exc).rpartition(": ")[2] or "cannot parse it"
         raise InvalidInput(f"request is not a valid inference.ModelInferRequest: {reason}") from exc
+    if check_model is not None:
+        check_model(message.model_name, message.model_version)
     request = decode_request(message, max_tensors=max_tensors, max_elements=max_elements)
     return DecodedInfer(
         message.model_name, message.model_version, request, bool(message.raw_input_contents)

@@ -23,7 +23,12 @@ from starlette.responses import Response
 
 from inferline.codecs import json_object
 from inferline.errors import BadRequest, InvalidInput
-from inferline.protocols.status import MODEL_VERSION_HEADER, REQUEST_ID_HEADER, new_request_id
+from inferline.protocols.status import (
+    CACHE_HEADER,
+    MODEL_VERSION_HEADER,
+    REQUEST_ID_HEADER,
+    new_request_id,
+)
 from inferline.settings import TensorSpec
 from inferline.types import DATATYPES, Tensor
 
@@ -61,11 +66,14 @@ def respond(
     status: int = 200,
     model_version: str | None = None,
     headers: Iterable[tuple[str, str]] = (),
+    cache: str | None = None,
 ) -> Response:
     """A JSON response (numpy arrays serialised natively) with the request id header."""
     all_headers = {REQUEST_ID_HEADER: request.headers.get(REQUEST_ID_HEADER) or new_request_id()}
     if model_version is not None:
         all_headers[MODEL_VERSION_HEADER] = model_version
+    if cache is not None:
+        all_headers[CACHE_HEADER] = cache
     all_headers.update(headers)
     body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
     return Response(body, status, all_headers, media_type="application/json")

@@ -20,6 +20,7 @@ from typing import Any
 from inferline.dataplane import DataPlane
 from inferline.protocols._grpc_auth import admit
 from inferline.protocols.status import (
+    CACHE_HEADER,
     MODEL_VERSION_HEADER,
     REQUEST_ID_HEADER,
     grpc_error,
@@ -80,6 +81,7 @@ RESPONSE_HEADERS = b"\x88\x0f\x10" + literal_value("application/grpc")
 _STATUS_OK = literal("grpc-status", "0")
 _REQUEST_ID = literal(REQUEST_ID_HEADER, "")[:-1]  # the name part: value follows
 _MODEL_VERSION = literal(MODEL_VERSION_HEADER, "")[:-1]
+_CACHE = {state: literal(CACHE_HEADER, state) for state in ("hit", "miss")}
 _INFER = object()  # the route of ModelInfer: bytes in, bytes out
 _versions: dict[str, bytes] = {}
 
@@ -243,7 +245,7 @@ class Dispatcher:
         try:
             if self._guard is not None:
                 await self._admit(conn, stream, MODEL_INFER_PATH, message)
-            body, version = await self._infer(message, request_id)
+            body, version, cache = await self._infer(message, request_id)
         except Exception as exc:  # noqa: BLE001 - the one gRPC error boundary
             self._error(conn, stream, exc, [(REQUEST_ID_HEADER, request_id)])
             return
@@ -256,6 +258,8 @@ class Dispatcher:
             if len(_versions) > 1024:
                 _versions.clear()
         trailers = _STATUS_OK + _REQUEST_ID + literal_value(request_id) + encoded
+        if cache is not None:
+            trailers += _CACHE[cache]
         conn.respond(stream, RESPONSE_HEADERS, body, trailers)
 
     async def _run_unary(self, conn: Connection, stream: Stream, rpc: Rpc, message: bytes) -> None:

@@ -15,7 +15,9 @@ it when its model wants one).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import base64
+import binascii
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -72,7 +74,7 @@ def routes(dataplane: DataPlane) -> list[Route]:
             inputs = csv_tensors(body, model.inputs)
         else:
             doc = json_body(body)
-            inputs = _json_tensors(doc, model.inputs)
+            inputs = _json_tensors(doc, model.inputs, getattr(model, "binary_columns", ()))
             _check_params(doc, name, getattr(model, "param_names", ()))
         response = await dataplane.infer(
             name,
@@ -83,7 +85,12 @@ def routes(dataplane: DataPlane) -> list[Route]:
         )
         form = getattr(model, "predictions_form", None)
         predictions = _predictions(response.outputs, form)
-        return respond(request, {"predictions": predictions}, model_version=response.model_version)
+        return respond(
+            request,
+            {"predictions": predictions},
+            model_version=response.model_version,
+            cache=response.cache,
+        )
 
     invoke = _mlflow_errors(invocations)
     table = [
@@ -148,7 +155,9 @@ def _check_params(doc: dict[str, Any], name: str, declared: Sequence[str]) -> No
         )
 
 
-def _json_tensors(doc: dict[str, Any], specs: list[TensorSpec]) -> list[Tensor]:
+def _json_tensors(
+    doc: dict[str, Any], specs: list[TensorSpec], binary: Collection[str] = ()
+) -> list[Tensor]:
     found = [key for key in FORMATS if key in doc]
     if len(found) != 1:
         raise BadRequest(
@@ -158,14 +167,14 @@ def _json_tensors(doc: dict[str, Any], specs: list[TensorSpec]) -> list[Tensor]:
     key = found[0]
     value = doc[key]
     if key == "dataframe_split":
-        return _frame_tensors(*_split(value), specs)
+        return _from_base64(_frame_tensors(*_split(value), specs), binary)
     if key == "dataframe_records":
         if not isinstance(value, list):
             raise BadRequest("'dataframe_records' must be a list of records (JSON objects)")
         columns = column_lists(value, "'dataframe_records'")
         names = list(columns)
         rows = [[record[n] for n in names] for record in value]
-        return _frame_tensors(names, rows, specs)
+        return _from_base64(_frame_tensors(names, rows, specs), binary)
     if key == "instances" and (not isinstance(value, list) or not value):
         raise BadRequest("'instances' must be a non-empty list")
     if isinstance(value, dict):  # "inputs" as an object of named inputs
@@ -173,6 +182,25 @@ def _json_tensors(doc: dict[str, Any], specs: list[TensorSpec]) -> list[Tensor]:
     if isinstance(value, list) and value and isinstance(value[0], dict):  # records
         return named_tensors(specs, column_lists(value, f"'{key}'"))
     return _unnamed(value, specs, key)
+
+
+def _from_base64(tensors: list[Tensor], binary: Collection[str]) -> list[Tensor]:
+    """Binary columns of a DataFrame body hold base64 text: decoded, as MLflow's
+    ``cast_df_types_according_to_schema`` does (``base64.decodebytes``)."""
+    for column in tensors:
+        if column.name not in binary:
+            continue
+        decoded = np.empty(column.data.shape, dtype=object)
+        flat = decoded.reshape(-1)
+        for i, value in enumerate(column.data.reshape(-1)):
+            try:
+                flat[i] = base64.decodebytes(value)
+            except binascii.Error as exc:
+                raise InvalidInput(
+                    f"column {column.name!r} is binary: row {i} is not base64 ({exc})"
+                ) from exc
+        column.data = decoded
+    return tensors
 
 
 def _split(value: Any) -> tuple[list[str] | None, list[Any]]:

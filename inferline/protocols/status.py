@@ -23,6 +23,7 @@ import orjson
 from inferline.errors import InferlineError, InternalError
 
 __all__ = [
+    "CACHE_HEADER",
     "ERROR_SHAPE",
     "MODEL_VERSION_HEADER",
     "REQUEST_ID_HEADER",
@@ -38,6 +39,9 @@ logger = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "x-request-id"
 #: Which model version answered: a REST header and gRPC trailing metadata.
 MODEL_VERSION_HEADER = "inferline-model-version"
+#: "hit" or "miss" when the model's prediction cache was asked: a REST header and
+#: gRPC trailing metadata.
+CACHE_HEADER = "x-inferline-cache"
 
 #: ASGI scope key naming the error body shape of the route family answering
 #: (``"mlflow"``); unset, the one shape ``{"error": ...}``.

@@ -8,7 +8,9 @@ or ``{"inputs": {name: value}}``), and answers as TF Serving does: rows in
 several outputs), columns in ``outputs``. BYTES travel as strings or
 ``{"b64": "..."}`` objects. ``GET /v1/models/{m}[/versions/{v}]`` reports
 version status (plus KServe V1's ``name``/``ready``); ``GET /v1/models`` lists
-the models as KServe V1 does. Errors are ``{"error": "..."}``.
+the models as KServe V1 does. ``:classify`` and ``:regress`` (TF Serving's
+tf.Example APIs) answer 501 saying to use ``:predict``. Errors are
+``{"error": "..."}``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from inferline.dataplane import DataPlane
-from inferline.errors import BadRequest
+from inferline.errors import BadRequest, NotImplementedByServer
 from inferline.protocols._tabular import (
     column_lists,
     json_body,
@@ -80,7 +82,17 @@ def routes(dataplane: DataPlane) -> list[Route]:
         else:
             single = len(outputs) == 1
             payload = {"outputs": jsonable(outputs[0]) if single else _by_name(outputs)}
-        return respond(request, payload, model_version=response.model_version)
+        return respond(request, payload, model_version=response.model_version, cache=response.cache)
+
+    async def not_served(request: Request) -> Response:
+        name, version = _model_path(request)
+        dataplane.resolve(name, version)  # an unknown model is a 404 first
+        verb = request.url.path.rpartition(":")[2]
+        raise NotImplementedByServer(
+            f":{verb} is not served: TF Serving answers it only for models exported with a "
+            f"{verb} signature over tf.Example; inferline models have one signature, "
+            f"{DEFAULT_SIGNATURE!r}: POST the same inputs to :predict"
+        )
 
     async def status(request: Request) -> Response:
         name, version = _model_path(request)
@@ -96,6 +108,8 @@ def routes(dataplane: DataPlane) -> list[Route]:
     table = [Route("/v1/models", list_models, methods=["GET"])]
     for prefix in ("/v1/models/{model}/versions/{version}", "/v1/models/{model}"):
         table.append(Route(prefix + ":predict", predict, methods=["POST"]))
+        for verb in (":classify", ":regress"):
+            table.append(Route(prefix + verb, not_served, methods=["POST"]))
         table.append(Route(prefix, status, methods=["GET"]))
     return table
 

@@ -30,6 +30,7 @@ from inferline.protocols._generated import inference_pb2 as pb
 from inferline.protocols._grpc_auth import admit
 from inferline.protocols._grpc_codec import decode_infer, encode_infer
 from inferline.protocols.status import (
+    CACHE_HEADER,
     MODEL_VERSION_HEADER,
     REQUEST_ID_HEADER,
     grpc_error,
@@ -207,12 +208,21 @@ def _model_infer(
         try:
             if guard is not None and not guard.idle:
                 await admit(guard, MODEL_INFER_PATH, metadata or (), data, _peer_host(context))
-            body, version = await infer(data, request_id)
+            body, version, cache = await infer(data, request_id)
         except Exception as exc:  # noqa: BLE001 - the one gRPC error boundary
             await _abort(context, exc, [(REQUEST_ID_HEADER, request_id)])
-        context.set_trailing_metadata(
-            ((REQUEST_ID_HEADER, request_id), (MODEL_VERSION_HEADER, version))
-        )
+        if cache is None:
+            context.set_trailing_metadata(
+                ((REQUEST_ID_HEADER, request_id), (MODEL_VERSION_HEADER, version))
+            )
+        else:
+            context.set_trailing_metadata(
+                (
+                    (REQUEST_ID_HEADER, request_id),
+                    (MODEL_VERSION_HEADER, version),
+                    (CACHE_HEADER, cache),
+                )
+            )
         return body
 
     return model_infer
@@ -357,11 +367,15 @@ class _Servicer:
             outputs=[tensor(**spec) for spec in meta["outputs"]],
         )
 
-    async def infer(self, data: bytes, request_id: str) -> tuple[bytes, str]:
-        """``ModelInfer`` on the wire bytes: (response bytes, model version that answered)."""
+    async def infer(self, data: bytes, request_id: str) -> tuple[bytes, str, str | None]:
+        """``ModelInfer`` on the wire bytes: (response bytes, model version that answered,
+        the prediction cache's "hit" or "miss" or None)."""
         settings = self._dataplane.settings
         decoded = decode_infer(
-            data, max_tensors=settings.max_tensors, max_elements=settings.max_elements
+            data,
+            max_tensors=settings.max_tensors,
+            max_elements=settings.max_elements,
+            check_model=self._check_model,
         )
         response = await self._dataplane.infer(
             decoded.model_name,
@@ -371,7 +385,11 @@ class _Servicer:
             request_id=request_id,
         )
         # Answer in the form the client used, as Triton does.
-        return encode_infer(response, raw=decoded.raw), response.model_version
+        return encode_infer(response, raw=decoded.raw), response.model_version, response.cache
+
+    def _check_model(self, name: str, version: str) -> None:
+        """The model first, as Triton does: an unknown one is NOT_FOUND whatever the tensors."""
+        self._dataplane.resolve(name, version or None)
 
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, _: Metadata

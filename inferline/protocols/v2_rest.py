@@ -28,6 +28,7 @@ from inferline.codecs import decode_request, encode_response
 from inferline.dataplane import DataPlane
 from inferline.errors import BadRequest, InferlineError, PayloadTooLarge
 from inferline.protocols.status import (
+    CACHE_HEADER,
     MODEL_VERSION_HEADER,
     REQUEST_ID_HEADER,
     new_request_id,
@@ -44,6 +45,7 @@ _BINARY = "application/octet-stream"
 _BINARY_HEADER_KEY = BINARY_HEADER.encode()
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.encode()
 _VERSION_KEY = MODEL_VERSION_HEADER.encode()
+_CACHE_KEY = CACHE_HEADER.encode()
 _JSON_TYPE = _JSON.encode()
 _BINARY_TYPE = _BINARY.encode()
 
@@ -182,6 +184,9 @@ class Infer:
         cache_control: bytes | None,
         request_id: str,
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        params = scope["path_params"]
+        # The model first, as Triton does: an unknown one is a 404 whatever the body.
+        self.dataplane.resolve(params["model"], params.get("version"))
         header_length = None
         if json_length is not None:
             if not json_length.isdigit():
@@ -190,10 +195,15 @@ class Infer:
                 )
             header_length = int(json_length)
         body = await self._body(receive, declared)
-        infer_request = decode_request(body, header_length)
+        settings = self.dataplane.settings
+        infer_request = decode_request(
+            body,
+            header_length,
+            max_tensors=settings.max_tensors,
+            max_elements=settings.max_elements,
+        )
         if cache_control is not None and b"no-cache" in cache_control:
             infer_request.parameters["cache"] = False
-        params = scope["path_params"]
         response = await self.dataplane.infer(
             params["model"],
             params.get("version"),
@@ -206,6 +216,8 @@ class Infer:
             (_REQUEST_ID_KEY, request_id.encode("latin-1")),
             (_VERSION_KEY, response.model_version.encode("latin-1")),
         ]
+        if response.cache is not None:
+            headers.append((_CACHE_KEY, response.cache.encode()))
         if binary_length is not None:
             headers.append((_BINARY_HEADER_KEY, str(binary_length).encode()))
         headers.append((b"content-length", str(len(payload)).encode()))

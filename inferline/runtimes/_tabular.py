@@ -9,7 +9,7 @@ become ``str`` so the model sees what it saw in training.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,14 +47,27 @@ def column_specs(names: Sequence[Any], datatype: str = "FP64") -> list[TensorSpe
     return [TensorSpec(name=str(name), datatype=datatype, shape=[-1]) for name in names]
 
 
-def frame(inputs: Mapping[str, np.ndarray[Any, Any]], columns: Sequence[TensorSpec]) -> Any:
-    """One DataFrame from 1-D inputs, in ``columns`` order; BYTES decoded to ``str``."""
+def frame(
+    inputs: Mapping[str, np.ndarray[Any, Any]],
+    columns: Sequence[TensorSpec],
+    binary: Collection[str] = (),
+) -> Any:
+    """One DataFrame from 1-D inputs, in ``columns`` order; BYTES decoded to ``str``
+    except in the ``binary`` columns, which keep their ``bytes``."""
     import pandas as pd
 
+    lengths = {spec.name: len(inputs[spec.name]) for spec in columns}
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{name}: {n}" for name, n in lengths.items())
+        raise InvalidInput(
+            f"the columns have different lengths ({shown}); "
+            "every input of a table needs one value per row"
+        )
     data: dict[str, Any] = {}
     for spec in columns:
         values = inputs[spec.name]
-        data[spec.name] = _text(spec.name, values) if spec.datatype == "BYTES" else values
+        text = spec.datatype == "BYTES" and spec.name not in binary
+        data[spec.name] = _text(spec.name, values) if text else values
     return pd.DataFrame(data, copy=False)
 
 

@@ -68,6 +68,10 @@ class Model:
     artifact_suffixes: ClassVar[tuple[str, ...]] = ()
     #: True when the artifact is a folder (e.g. an MLflow model) rather than a file.
     artifact_is_dir: ClassVar[bool] = False
+    #: True when the library compares strings, not bytes (onnxruntime, scikit-learn):
+    #: BYTES inputs are then decoded from UTF-8 to ``str`` before the request is
+    #: queued, and bytes that are not UTF-8 are refused with a 400 naming the input.
+    text_inputs: ClassVar[bool] = False
 
     def __init__(self, settings: ModelSettings, version: str, artifact: Path) -> None:
         self.settings = settings

@@ -32,11 +32,13 @@ import mlflow
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd  # a dependency of mlflow itself
+from mlflow.exceptions import MlflowException
 from mlflow.models import Model as MLmodel
 from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types import TensorSpec as MLflowTensorSpec
 
 from inferline.errors import ModelLoadError
+from inferline.runtimes._errors import refused
 from inferline.runtimes._signature import batch_spec, datatype_for
 from inferline.runtimes._tabular import as_output, frame, is_tabular
 from inferline.runtimes.base import Inputs, Model, Outputs, sample_inputs
@@ -61,6 +63,8 @@ _COLUMN_TYPES = {
     DataType.string: "BYTES",
     DataType.binary: "BYTES",
 }
+#: MlflowException codes that mean "this input", from pyfunc's schema enforcement.
+_INPUT_ERROR_CODES = ("INVALID_PARAMETER_VALUE", "BAD_REQUEST")
 #: The output name of a model that returns one array.
 SINGLE_OUTPUT = "predictions"
 
@@ -81,6 +85,13 @@ class MlflowModel(Model):
         schema = signature.inputs if signature is not None else None
         if not self.inputs and schema is not None:
             self.inputs = _inputs_from_schema(self.name, schema)
+        #: Columns of MLflow type binary: they reach the model as bytes, and the MLflow
+        #: protocol base64-decodes them in the DataFrame formats, as MLflow does.
+        self.binary_columns: frozenset[str] = frozenset(
+            col.name if col.name is not None else str(i)
+            for i, col in enumerate(schema.inputs if schema is not None else ())
+            if isinstance(col, ColSpec) and col.type == DataType.binary
+        )
         self._tabular = (schema is not None and not schema.is_tensor_spec()) or (
             schema is None and is_tabular(self.inputs)
         )
@@ -107,13 +118,24 @@ class MlflowModel(Model):
         logger.info("model %s: MLflow %s flavor", self.name, self.flavor)
 
     def predict(self, inputs: Inputs) -> Outputs:
-        arrays, _ = _arrays(self._call(self._data(inputs)), self._single_name)
+        data = self._data(inputs)
+        try:
+            result = self._call(data)
+        except MlflowException as exc:
+            if exc.error_code not in _INPUT_ERROR_CODES:
+                raise
+            raise refused(self.name, exc) from exc  # pyfunc's schema enforcement
+        except ValueError as exc:
+            if self.flavor not in _NATIVE_FLAVORS:
+                raise  # custom pyfunc code: its text is not known to be safe to show
+            raise refused(self.name, exc) from exc  # scikit-learn's "not with this input"
+        arrays, _ = _arrays(result, self._single_name)
         return arrays
 
     def _data(self, inputs: Inputs) -> Any:
         """What pyfunc would hand the model: a DataFrame, one array or a dict of arrays."""
         if self._tabular:
-            return frame(inputs, self.inputs)
+            return frame(inputs, self.inputs, self.binary_columns)
         if self._bare:
             return inputs[self.inputs[0].name]
         return dict(inputs)

@@ -9,11 +9,16 @@ import numpy as np
 import onnxruntime as ort
 
 from inferline.errors import ModelLoadError
+from inferline.runtimes._errors import refused
 from inferline.runtimes._signature import check_declared, datatype_for
 from inferline.runtimes.base import Inputs, Model, Outputs
 from inferline.settings import TensorSpec
 
 __all__ = ["OnnxModel"]
+
+# onnxruntime's own exception types (pybind11 classes, not exported elsewhere).
+_InvalidArgument: type[Exception] = ort.capi.onnxruntime_pybind11_state.InvalidArgument
+_Fail: type[Exception] = ort.capi.onnxruntime_pybind11_state.Fail
 
 # ONNX element types whose numpy name differs; the others (int64, bool, float16, ...) match.
 _NUMPY_NAMES = {"float": "float32", "double": "float64", "string": "object"}
@@ -28,6 +33,8 @@ class OnnxModel(Model):
     """
 
     artifact_suffixes = (".onnx",)
+    #: onnxruntime reads a ``bytes`` element of a string tensor as the text "b'...'".
+    text_inputs = True
 
     def load(self) -> None:
         options = ort.SessionOptions()
@@ -57,7 +64,16 @@ class OnnxModel(Model):
     def predict(self, inputs: Inputs) -> Outputs:
         # onnxruntime's binding wants a real dict; the data plane already passes one.
         feed = inputs if type(inputs) is dict else dict(inputs)
-        return dict(zip(self._names, self._run(self._names, feed, None), strict=False))
+        try:
+            results = self._run(self._names, feed, None)
+        except _InvalidArgument as exc:  # the graph refuses this input (type, shape, value)
+            detail = str(exc).rpartition("INVALID_ARGUMENT : ")[2] or None
+            raise refused(self.name, exc, detail) from exc
+        except _Fail as exc:  # a kernel failed on it; its text names graph internals
+            raise refused(
+                self.name, exc, "onnxruntime could not run the graph on it (see the server log)"
+            ) from exc
+        return dict(zip(self._names, results, strict=False))
 
     def unload(self) -> None:
         del self._run

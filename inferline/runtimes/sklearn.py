@@ -12,6 +12,7 @@ import numpy as np
 import skops.io as sio
 
 from inferline.errors import ModelLoadError
+from inferline.runtimes._errors import refused
 from inferline.runtimes._signature import batch_spec, check_declared, single_input
 from inferline.runtimes._tabular import column_specs, frame, frame_of_matrix, require_pandas
 from inferline.runtimes.base import Inputs, Model, Outputs, sample_inputs
@@ -39,6 +40,8 @@ class SklearnModel(Model):
     """
 
     artifact_suffixes = (".skops", *_PICKLE_SUFFIXES)
+    #: Estimators fitted on strings compare ``str`` categories: b"pro" is not "pro".
+    text_inputs = True
 
     def load(self) -> None:
         estimator = _read(self.artifact, self.settings.sha256)
@@ -128,6 +131,12 @@ class SklearnModel(Model):
 
     def predict(self, inputs: Inputs) -> Outputs:
         features = self._features(inputs)
+        try:
+            return self._estimate(features)
+        except ValueError as exc:  # scikit-learn's word for "not with this input"
+            raise refused(self.name, exc) from exc
+
+    def _estimate(self, features: Any) -> Outputs:
         outputs: dict[str, np.ndarray[Any, Any]] = {}
         if self._labels_from_proba:
             proba = self._estimator.predict_proba(features)

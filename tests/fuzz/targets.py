@@ -31,7 +31,7 @@ def v2_json(data: bytes) -> None:
         return
     split = data[0] * len(data) // 256 if data[0] & 1 else None
     try:
-        request = codecs.decode_request(data[1:], split)
+        request = codecs.decode_request(data[1:], split, **LIMITS)
         for tensor in request.inputs:
             codecs.checked_shape(tensor.name, tensor.shape)
     except InferlineError:

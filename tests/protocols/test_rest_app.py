@@ -152,6 +152,8 @@ def reference_infer(dataplane: DataPlane) -> Callable[[Request], Any]:
     limit = dataplane.settings.max_body_bytes
 
     async def infer(request: Request) -> Response:
+        params = request.path_params
+        dataplane.resolve(params["model"], params.get("version"))  # the model first
         header_length = request.headers.get(BINARY_HEADER)
         json_length = None
         if header_length is not None:
@@ -159,11 +161,16 @@ def reference_infer(dataplane: DataPlane) -> Callable[[Request], Any]:
                 raise BadRequest(f"{BINARY_HEADER} {header_length!r} is not a number")
             json_length = int(header_length)
         body = await read_body(request, limit)
-        infer_request = decode_request(body, json_length)
+        settings = dataplane.settings
+        infer_request = decode_request(
+            body,
+            json_length,
+            max_tensors=settings.max_tensors,
+            max_elements=settings.max_elements,
+        )
         if "no-cache" in request.headers.get("cache-control", ""):
             infer_request.parameters["cache"] = False
         request_id = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
-        params = request.path_params
         response = await dataplane.infer(
             params["model"],
             params.get("version"),

@@ -151,3 +151,16 @@ async def test_malformed_payloads_get_400_and_a_precise_error(client, model, bod
     assert set(response.json()) == {"error"}
     assert message in response.json()["error"]
     assert response.headers["x-request-id"]
+
+
+@pytest.mark.parametrize("verb", ["classify", "regress"])
+@pytest.mark.parametrize("prefix", ["/v1/models/churn", "/v1/models/churn/versions/1"])
+async def test_classify_and_regress_are_501_pointing_to_predict(client, prefix, verb):
+    body = {"examples": [ROW]}
+    response = await client.post(f"{prefix}:{verb}", json=body)
+    assert response.status_code == 501, response.text
+    message = response.json()["error"]
+    assert message.startswith(f":{verb} is not served")
+    assert ":predict" in message
+    unknown = await client.post(f"/v1/models/nope:{verb}", json=body)
+    assert unknown.status_code == 404

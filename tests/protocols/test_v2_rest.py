@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import tracemalloc
 from pathlib import Path
 
 import httpx
@@ -414,3 +415,35 @@ async def test_read_body_refuses_a_length_that_is_not_ascii_digits(declared: str
     scope["headers"] = [(b"content-length", declared.encode())]
     with pytest.raises(BadRequest, match="is not a number"):
         await read_body(Request(scope, receive), 1000)
+
+
+@pytest.mark.parametrize("count", [10**12])
+async def test_bytes_shape_far_over_the_data_is_a_400_not_an_allocation(
+    rest: httpx.AsyncClient, count: int
+) -> None:
+    """A 110-byte request naming 10^12 BYTES elements is refused before any array exists."""
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "text",
+                    "datatype": "BYTES",
+                    "shape": [count, 1],
+                    "parameters": {"binary_data_size": 0},
+                }
+            ]
+        }
+    ).encode()
+    tracemalloc.start()
+    try:
+        response = await rest.post(
+            "/v2/models/kitchen/infer",
+            content=header,
+            headers={"inference-header-content-length": str(len(header))},
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert response.status_code == 400, response.text
+    assert response.json() == {"error": f"input 'text' has {count} elements; the limit is 16777216"}
+    assert peak < 16 << 20

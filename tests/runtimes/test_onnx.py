@@ -10,7 +10,7 @@ from onnx import TensorProto, helper
 from skl2onnx import to_onnx
 from sklearn.linear_model import LogisticRegression
 
-from inferline.errors import ModelLoadError
+from inferline.errors import InvalidInput, ModelLoadError
 from inferline.runtimes.onnx import _bound_run
 from inferline.settings import TensorSpec
 
@@ -175,3 +175,37 @@ async def test_truncated_file_is_a_load_error(classification, version_dir, load)
 
     with pytest.raises(ModelLoadError, match="failed to load"):
         await load("onnx")
+
+
+def _gather_graph() -> bytes:
+    """``idx`` (int64 [N]) picks from three constants: an index out of range is the input's fault."""
+    table = helper.make_tensor("table", TensorProto.FLOAT, [3], [1.0, 2.0, 3.0])
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "idx"], ["picked"], axis=0)],
+        "gather",
+        [helper.make_tensor_value_info("idx", TensorProto.INT64, [None])],
+        [helper.make_tensor_value_info("picked", TensorProto.FLOAT, [None])],
+        initializer=[table],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+async def test_an_input_onnxruntime_refuses_is_invalid_input(version_dir, load):
+    model_bytes = _gather_graph()
+    (version_dir / "model.onnx").write_bytes(model_bytes)
+    model = await load("onnx", executor="thread")
+    good = np.array([2, 0], dtype=np.int64)
+    np.testing.assert_array_equal(
+        (await model.infer({"idx": good}))["picked"], _reference(model_bytes, {"idx": good})[0]
+    )
+    bad = np.array([5], dtype=np.int64)
+    with pytest.raises(Exception) as reference:  # what onnxruntime says, in process
+        _reference(model_bytes, {"idx": bad})
+    assert "INVALID_ARGUMENT" in str(reference.value)
+    with pytest.raises(InvalidInput) as info:
+        await model.infer({"idx": bad})
+    assert info.value.message.startswith("model 'm' refused the input: ")
+    assert "out of data bounds" in info.value.message
+    assert "ONNXRuntimeError" not in info.value.message
