@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferline.settings._files import read_mapping
 from inferline.settings.monitoring import MonitoringSettings
+
+#: URL schemes each payload sink accepts in ``payload_log_url``.
+_SINK_SCHEMES = {"redis": ("redis", "rediss", "unix"), "postgres": ("postgresql", "postgres")}
 
 
 class Settings(BaseSettings):
@@ -75,14 +78,26 @@ class Settings(BaseSettings):
     """Where request/response payloads are recorded (per-model sampling and redaction)."""
     payload_log_dir: Path | None = None
     """Folder of the rotating payload files; default ``<home>/payloads``."""
-    payload_log_url: str | None = None
-    """``redis://…`` for the Redis Stream sink, ``postgresql://…`` for the table sink."""
+    payload_log_url: str | None = Field(default=None, validate_default=True)
+    """``redis://…`` for the Redis Stream sink, ``postgresql://…`` for the table sink
+    (required by ``payload_log=redis`` and ``payload_log=postgres``)."""
     payload_log_queue: int = Field(default=10_000, ge=1)
     """Records waiting to be written; past this they are dropped and counted."""
     payload_log_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     """Size at which the payload file rotates."""
     payload_log_backups: int = Field(default=5, ge=1)
     """Rotated payload files kept."""
+
+    @field_validator("payload_log_url")
+    @classmethod
+    def _payload_log_url(cls, url: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("payload_log")
+        if kind not in _SINK_SCHEMES:
+            return url
+        schemes = _SINK_SCHEMES[kind]
+        if not url or url.partition(":")[0] not in schemes:
+            raise ValueError(f"payload_log={kind} needs a {schemes[0]}:// URL here")
+        return url
 
     @property
     def registry_database(self) -> str:
