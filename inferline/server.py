@@ -19,6 +19,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import uvicorn
@@ -41,7 +42,7 @@ from inferline.transport.grpc_h2 import GrpcServer
 from inferline.transport.http1 import HttpProtocol
 from inferline.transport.sockets import listen_socket
 
-__all__ = ["build_server_app", "run", "start_workers"]
+__all__ = ["build_server_app", "redacted_url", "run", "start_workers"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ def build_server_app(
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        _log_source(settings)
         await plane.start(scan=sync is None)
         await telemetry.start()
         if sync is not None:
@@ -97,6 +99,26 @@ def build_server_app(
     return build_app(
         plane, lifespan=lifespan, sync=sync, metrics=telemetry.metrics, monitor=monitor
     )
+
+
+def _log_source(settings: Settings) -> None:
+    if settings.model_dir is not None:
+        logger.info("serving the model folder %s", settings.model_dir)
+    else:
+        logger.info(
+            "serving the registry %s (artifacts in %s)",
+            redacted_url(settings.registry_database),
+            settings.artifact_root,
+        )
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***`` (for logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 async def _start_grpc(

@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["build_app"]
 
+#: Scope key: the exception the error handler answered (and logged).
+_ANSWERED = "inferline.answered"
+
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[Any]]
 
 
@@ -97,7 +100,13 @@ class _App(Starlette):
                 scope["path_params"] = params
                 await self._infer(scope, receive, send)
                 return
-        await super().__call__(scope, receive, send)
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception as exc:
+            # Starlette re-raises what its 500 handler answered, for the server to log;
+            # _error_response logged it already, under its request id.
+            if scope.get(_ANSWERED) is not exc:
+                raise
 
 
 def _metrics_endpoint(metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:
@@ -111,6 +120,7 @@ def _metrics_endpoint(metrics: Metrics) -> Callable[[Request], Awaitable[Respons
 async def _error_response(request: Request, exc: Exception) -> Response:
     request_id = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
     error = as_inferline_error(exc, request_id)
+    request.scope[_ANSWERED] = exc
     headers = {REQUEST_ID_HEADER: request_id, **dict(error.headers)}
     return Response(error_body(error), error.http_status, headers, media_type="application/json")
 
