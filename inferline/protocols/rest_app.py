@@ -139,6 +139,25 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         error = RouteNotFound(f"no route for {request.method} {request.url.path}")
     elif status == 405:
         error = MethodNotAllowed(f"method {request.method} is not allowed on {request.url.path}")
+        # RFC 9110: a 405 names every method the resource supports, over all its routes.
+        error.headers = (*error.headers, ("allow", _allowed(request)))
     else:
         error = BadRequest(str(getattr(exc, "detail", "bad request")))
     return await _error_response(request, error)
+
+
+def _allowed(request: Request) -> str:
+    """The methods of the path the router matched first, over every route on that path.
+
+    Starlette names only the first route's methods; a path served by two routes
+    (GET and DELETE of a version) has both.
+    """
+    methods: set[str] = set()
+    matched = None
+    for route in request.app.router.routes:
+        if not (isinstance(route, Route) and route.path_regex.match(request.scope["path"])):
+            continue
+        matched = matched or route.path
+        if route.path == matched and route.methods:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
