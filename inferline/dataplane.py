@@ -121,6 +121,7 @@ class DataPlane:
             )
         self._models.setdefault(model.name, {})[model.version] = served
         self._default[model.name] = max(self._models[model.name], key=version_key)
+        _log_model("loaded", model.name, model.version)
 
     def _new_cache(self, model: Model) -> PredictionCache:
         config = model.settings.cache
@@ -137,7 +138,16 @@ class DataPlane:
 
     def set_aliases(self, name: str, aliases: dict[str, str]) -> None:
         """Point a model's aliases at loaded versions, all at once (one assignment)."""
-        self._aliases[name] = dict(aliases)
+        before, self._aliases[name] = self._aliases.get(name, {}), dict(aliases)
+        for alias in sorted(before.keys() | aliases.keys()):
+            old, new = before.get(alias), aliases.get(alias)
+            if new is None:
+                logger.info("alias %s of %s removed (was version %s)", alias, name, old)
+            elif old != new:
+                was = f"version {old}" if old is not None else "none"
+                logger.info(
+                    "alias %s of %s now points at version %s (was %s)", alias, name, new, was
+                )
 
     async def remove(self, name: str, version: str, drain_seconds: float = 30.0) -> None:
         """Stop routing to a version, let its in-flight requests finish, then unload it."""
@@ -162,6 +172,7 @@ class DataPlane:
             await served.cache.close()
         if self._executor is not None:
             await served.model.release(self._executor)
+        _log_model("unloaded", name, version)
 
     def snapshot(self) -> dict[str, Any]:
         """Loaded versions, in-flight requests and queue depths, for sampled gauges."""
@@ -372,3 +383,7 @@ def _select_outputs(outputs: Outputs, wanted: Iterable[str] | None) -> list[Tens
 
 def _spec_metadata(spec: TensorSpec) -> dict[str, Any]:
     return {"name": spec.name, "datatype": spec.datatype, "shape": spec.shape}
+
+
+def _log_model(what: str, name: str, version: str) -> None:
+    logger.info("%s %s version %s", what, name, version, extra={"model": name, "version": version})

@@ -26,7 +26,9 @@ turns an error into a response; nothing else does.
     │   └── QueueFull             (sets Retry-After)
     ├── DeadlineExceeded          504  DEADLINE_EXCEEDED
     ├── ModelLoadError            500  INTERNAL           artifact or runtime failed at load
-    └── InternalError             500  INTERNAL           anything unexpected, with no traceback
+    ├── InternalError             500  INTERNAL           anything unexpected, with no traceback
+    └── SettingsError             500  INTERNAL           a setting the server cannot start with:
+                                                          never answered; the CLI prints it, exit 2
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ __all__ = [
     "QueueFull",
     "RateLimited",
     "RouteNotFound",
+    "SettingsError",
     "TooManyRequests",
     "Unauthenticated",
     "Unavailable",
@@ -189,3 +192,16 @@ class ModelLoadError(InferlineError):
 
 class InternalError(InferlineError):
     """Something unexpected; the message never carries a traceback."""
+
+
+class SettingsError(InferlineError):
+    """A setting the server cannot start with (a port in use, a sink without its URL).
+
+    ``setting`` is the field's dotted name (``monitoring.drift.p_value``); the CLI
+    prints it on one line with the environment variable that sets it, and exits 2.
+    """
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
+        self.detail = message

@@ -9,11 +9,13 @@ the same ports with SO_REUSEPORT so the kernel spreads connections.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import multiprocessing
 import os
 import socket
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,7 +25,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from inferline.dataplane import DataPlane
-from inferline.errors import ModelNotFound
+from inferline.errors import ModelNotFound, SettingsError
 from inferline.lifecycle import RegistrySync
 from inferline.monitoring.logs import configure_logging
 from inferline.monitoring.metrics import MULTIPROC_ENV
@@ -38,7 +40,7 @@ from inferline.security import Guard
 from inferline.security.exposure import check_exposure, startup_message
 from inferline.served import ServedModel
 from inferline.settings import ModelMonitoring, Settings
-from inferline.settings.security import REVEAL
+from inferline.settings.security import REVEAL, redact_url
 from inferline.transport.grpc_h2 import GrpcServer
 from inferline.transport.http1 import HttpProtocol
 from inferline.transport.sockets import listen_socket
@@ -48,12 +50,14 @@ __all__ = ["build_server_app", "preflight", "run", "start_workers"]
 logger = logging.getLogger(__name__)
 
 
-def build_server_app(settings: Settings) -> Starlette:
+def build_server_app(settings: Settings, *, grpc_socket: socket.socket | None = None) -> Starlette:
     """The REST app whose lifespan owns the data plane, the registry sync and gRPC.
 
     With ``model_dir`` set it serves that folder; otherwise it serves what the
     registry says and follows its changes. The data plane is built with every
     observer it reports to (telemetry's, then the monitor), and never rewired.
+    ``grpc_socket`` is the native gRPC server's listening socket when the caller
+    bound it already (``inferline serve`` binds both ports before any model loads).
     """
     telemetry = Telemetry(settings)
     guard = Guard(settings, telemetry.metrics)
@@ -76,13 +80,14 @@ def build_server_app(settings: Settings) -> Starlette:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await guard.start()
         logger.log(*startup_message(settings, guard))
+        _log_source(settings)
         await plane.start(scan=sync is None)
         await telemetry.start(plane)
         if sync is not None:
             await sync.start()
         if monitor is not None:
             await monitor.start()
-        grpc_server = await _start_grpc(settings, plane, guard)
+        grpc_server = await _start_grpc(settings, plane, guard, grpc_socket)
         try:
             yield
         finally:
@@ -113,21 +118,37 @@ def preflight(settings: Settings) -> None:
     check_exposure(settings, Guard(settings))
 
 
+def _log_source(settings: Settings) -> None:
+    if settings.model_dir is not None:
+        logger.info("serving the model folder %s", settings.model_dir)
+    else:
+        logger.info(
+            "serving the registry %s (artifacts in %s)",
+            redact_url(settings.registry_database),
+            settings.artifact_root,
+        )
+
+
 async def _start_grpc(
-    settings: Settings, plane: DataPlane, guard: Guard | None = None
+    settings: Settings,
+    plane: DataPlane,
+    guard: Guard | None = None,
+    sock: socket.socket | None = None,
 ) -> grpc.aio.Server | GrpcServer | None:
     """The gRPC server of ``settings.grpc_engine``, started in this loop (None: gRPC off)."""
     if settings.grpc_port is None:
         return None
     if settings.grpc_engine == "native":
         native = native_server(plane, guard=guard)
-        sock = _listen_socket(settings, settings.grpc_port)
-        await native.start(sock)
+        await native.start(sock or _bind(settings, "grpc_port", settings.grpc_port))
         logger.info("gRPC (native) listening on %s:%d", settings.host, native.port)
         return native
     server = grpc.aio.server(options=v2_grpc.server_options(settings))
     v2_grpc.add_to_server(server, plane, guard)
-    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    try:
+        port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    except RuntimeError as exc:  # grpcio says only "Failed to bind"
+        raise SettingsError("grpc_port", f"cannot listen on {settings.grpc_port}") from exc
     await server.start()
     v2_grpc.batch_grpc_threads()
     logger.info("gRPC (grpcio) listening on %s:%d", settings.host, port)
@@ -156,19 +177,48 @@ def _monitor(
     return Monitor(settings.monitoring, profiles, hint)
 
 
-def _listen_socket(settings: Settings, port: int) -> socket.socket:
+def _bind(settings: Settings, setting: str, port: int) -> socket.socket:
     """A listening socket; SO_REUSEPORT with several workers, so the kernel spreads
-    connections between them."""
-    sock = listen_socket(settings.host, port, reuse_port=settings.workers > 1)
+    connections between them. A refusal is a :class:`SettingsError` naming ``setting``
+    (or ``host``)."""
+    try:
+        sock = listen_socket(settings.host, port, reuse_port=settings.workers > 1)
+    except socket.gaierror as exc:
+        raise SettingsError("host", f"cannot resolve {settings.host!r}: {exc.strerror}") from exc
+    except OSError as exc:
+        where = f"{settings.host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise SettingsError(setting, f"{where} is in use by another program") from exc
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise SettingsError(
+                "host", f"{settings.host} is not an address of this machine"
+            ) from exc
+        raise SettingsError(setting, f"cannot listen on {where}: {exc.strerror}") from exc
     sock.set_inheritable(True)
     return sock
 
 
+def _bind_grpc(settings: Settings) -> socket.socket | None:
+    """The native gRPC server's socket, bound now; for grpcio, a check that the port is free."""
+    if settings.grpc_port is None:
+        return None
+    sock = _bind(settings, "grpc_port", settings.grpc_port)
+    if settings.grpc_engine == "native":
+        return sock
+    sock.close()  # grpcio binds its own; a program taking the port meanwhile still fails
+    return None
+
+
 async def _serve(settings: Settings) -> None:
-    sock = _listen_socket(settings, settings.http_port)
+    sock = _bind(settings, "http_port", settings.http_port)
+    try:
+        grpc_socket = _bind_grpc(settings)
+    except SettingsError:
+        sock.close()
+        raise
     logger.info("REST listening on http://%s:%d", settings.host, sock.getsockname()[1])
     config = uvicorn.Config(
-        build_server_app(settings),
+        build_server_app(settings, grpc_socket=grpc_socket),
         loop="none",
         http=HttpProtocol,  # httptools, one task step and one write per small request
         lifespan="on",
@@ -207,7 +257,11 @@ def _run_one(settings: Settings) -> None:
 def _worker(settings_json: str) -> None:
     settings = Settings.model_validate_json(settings_json)
     _configure_logging(settings)
-    _run_one(settings)
+    try:
+        _run_one(settings)
+    except SettingsError as exc:  # one line, as the CLI prints it; the parent exits 2 too
+        print(f"inferline: {exc.message}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -223,8 +277,15 @@ def run(settings: Settings) -> None:
 def start_workers(settings: Settings) -> list[multiprocessing.process.BaseProcess]:
     """Start ``settings.workers`` server processes on the same ports; the caller supervises."""
     _configure_logging(settings)
-    if settings.http_port == 0 or settings.grpc_port == 0:
-        raise ValueError("--workers > 1 needs fixed ports (not 0)")
+    if settings.http_port == 0:
+        raise SettingsError("http_port", "--workers > 1 needs a fixed port (not 0)")
+    if settings.grpc_port == 0:
+        raise SettingsError("grpc_port", "--workers > 1 needs a fixed port (not 0)")
+    # Refuse a port in use here, once, rather than in every worker.
+    _bind(settings, "http_port", settings.http_port).close()
+    grpc_socket = _bind_grpc(settings)
+    if grpc_socket is not None:
+        grpc_socket.close()
     if settings.metrics:
         # Each worker writes its metrics here; a scrape of any worker merges them all.
         folder = tempfile.mkdtemp(prefix="inferline-metrics-")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -14,6 +14,7 @@ from inferline.cli.keys import app as keys_app
 from inferline.cli.models import app as models_app
 from inferline.cli.monitor import app as monitor_app
 from inferline.cli.optimize import optimize as optimize_command
+from inferline.errors import SettingsError
 
 app = typer.Typer(
     name="inferline",
@@ -55,30 +56,51 @@ def _settings(config: Path | None, **flags: Any) -> Any:
 
     try:
         return Settings.load(config, **flags)
-    except (ValidationError, ValueError) as exc:
-        typer.echo(f"inferline: invalid settings: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    except ValidationError as exc:
+        _refuse(*(_setting_problem(error) for error in exc.errors(include_url=False)))
+    except ValueError as exc:  # the settings file: unreadable, or not a mapping
+        _refuse(f"invalid settings: {exc}")
+
+
+def _setting_problem(error: Any) -> str:
+    """``monitoring.drift.p_value (INFERLINE_MONITORING__DRIFT__P_VALUE): <why>``."""
+    loc = [str(part) for part in error["loc"]]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not loc:
+        return message
+    return f"{_named(loc)}: {message}"
+
+
+def _named(loc: list[str]) -> str:
+    """A setting's dotted name and, for a plain field, the environment variable that sets it."""
+    name = ".".join(loc)
+    if any(part.isdigit() for part in loc):
+        return name
+    return f"{name} (INFERLINE_{'__'.join(loc).upper()})"
+
+
+def _refuse(*problems: str) -> NoReturn:
+    """One line on stderr, exit code 2: what a startup refusal looks like, whatever refused."""
+    typer.echo(f"inferline: {' '.join('; '.join(problems).split())}", err=True)
+    raise typer.Exit(2)
 
 
 def _serve(settings: Any) -> None:
     from inferline import server
 
     if settings.model_dir is not None and not settings.model_dir.is_dir():
-        typer.echo(f"inferline: model folder {settings.model_dir} does not exist", err=True)
-        raise typer.Exit(2)
+        _refuse(f"model folder {settings.model_dir} does not exist")
     try:
         server.preflight(settings)  # no open server beyond loopback by accident
     except ValueError as exc:
-        typer.echo(f"inferline: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    if settings.workers == 1:
-        server.run(settings)
-        return
+        _refuse(str(exc))
     try:
+        if settings.workers == 1:
+            server.run(settings)
+            return
         workers = server.start_workers(settings)
-    except ValueError as exc:
-        typer.echo(f"inferline: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    except SettingsError as exc:
+        _refuse(f"{_named(exc.setting.split('.'))}: {exc.detail}")
 
     def forward(signum: int, _: Any) -> None:
         for process in workers:
@@ -89,6 +111,8 @@ def _serve(settings: Any) -> None:
     signal.signal(signal.SIGINT, forward)
     for process in workers:
         process.join()
+    if any(process.exitcode == 2 for process in workers):
+        raise typer.Exit(2)  # a worker refused a setting, and said which on stderr
 
 
 @app.command()

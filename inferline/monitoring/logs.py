@@ -19,6 +19,11 @@ place among the server's other log lines may shift by up to the linger. The
 part of a line that repeats (model, version, protocol, status) is rendered once
 per combination. Any other handler (a test's
 ``caplog``, an OpenTelemetry bridge) gets the full path, line by line.
+
+Every line carries the process id (``pid``: which worker of ``--workers N``
+wrote it). A line logged with an exception carries its formatted traceback
+under ``exception``, and the stdlib ``extra`` fields :data:`EXTRA_FIELDS`
+(``request_id`` on an unexpected error's line).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import sys
 from typing import Any
 
@@ -35,7 +41,7 @@ import structlog.contextvars as _structlog_vars
 
 from inferline.monitoring.records import InferenceRecord, iso_utc
 
-__all__ = ["LINGER_SECONDS", "MAX_PENDING", "RequestLog", "configure_logging"]
+__all__ = ["EXTRA_FIELDS", "LINGER_SECONDS", "MAX_PENDING", "RequestLog", "configure_logging"]
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -44,6 +50,9 @@ _LEVELS = {
     "error": logging.ERROR,
 }
 
+
+#: The stdlib ``extra={...}`` keys that become fields of a line.
+EXTRA_FIELDS = ("request_id", "model", "version")
 
 #: Longest a request line waits to be written; a server stopping writes what is left.
 LINGER_SECONDS = 0.05
@@ -61,6 +70,11 @@ def _orjson_dumps(event: Any, **_: Any) -> str:
     return orjson.dumps(event, default=str).decode()
 
 
+def _add_pid(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    event_dict["pid"] = os.getpid()
+    return event_dict
+
+
 def configure_logging(level: str, fmt: str = "json") -> None:
     """Route stdlib and structlog output through one renderer on stderr."""
     shared: list[Any] = [
@@ -68,11 +82,16 @@ def configure_logging(level: str, fmt: str = "json") -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_pid,
     ]
-    renderer: Any = (
-        structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+    # The console renderer formats an exception itself; JSON needs it as text first.
+    renderer: list[Any] = (
+        [
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(serializer=_orjson_dumps),
+        ]
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
+        else [structlog.dev.ConsoleRenderer(colors=False)]
     )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -81,8 +100,8 @@ def configure_logging(level: str, fmt: str = "json") -> None:
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(EXTRA_FIELDS)],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
@@ -113,6 +132,9 @@ class RequestLog:
             f',"event":"inference","level":{orjson.dumps(level).decode()},'
             f'"logger":{orjson.dumps(self._stdlib.name).decode()},"timestamp":"'
         )
+        #: After the timestamp: this process's id (a worker renders its own lines).
+        self._pid = os.getpid()
+        self._end = f'","pid":{self._pid}}}'
 
     def observe(self, record: InferenceRecord) -> None:
         pending = self._pending
@@ -148,7 +170,7 @@ class RequestLog:
 
     def _render(self, entries: list[_Entry], end: str) -> str:
         """The lines the structlog pipeline would write, stamped when each was answered."""
-        tail, lines = self._tail, []
+        tail, close, lines = self._tail, self._end, []
         for record, context in entries:
             stamp = iso_utc(record.started + record.latency)
             if record.error is not None or (context is not None and len(context) > 0):
@@ -161,7 +183,7 @@ class RequestLog:
             micros = int(record.latency * 1_000_000 + 0.5)
             lines.append(
                 f'{{"request_id":{orjson.dumps(record.request_id).decode()}{middle}'
-                f'{micros // 1000}.{micros % 1000:03d}{tail}{stamp}"}}{end}'
+                f"{micros // 1000}.{micros % 1000:03d}{tail}{stamp}{close}{end}"
             )
         return "".join(lines)
 
@@ -177,6 +199,7 @@ class RequestLog:
         fields["level"] = self._level_name
         fields["logger"] = self._stdlib.name
         fields["timestamp"] = stamp
+        fields["pid"] = self._pid
         return orjson.dumps(fields, default=str).decode()
 
     def _direct_handler(self) -> logging.StreamHandler[Any] | None:

@@ -1,10 +1,14 @@
 """OpenAPI for every REST route: ``/openapi.json``, and ``/docs`` to read it.
 
-The document is a plain dict built once, on the first request, from a table of
-the inference and health routes (request and response bodies included) and
-the app's own route list, so a route added elsewhere (the management API) is
-listed too, with its docstring as summary. The hot routes are described here
-and never validated against it: a request costs the same with or without docs.
+The document is a plain dict built once, on the first request, from the app's
+own route list and :data:`OPERATIONS`, a table that says for every operation
+what it takes (path and query parameters with the patterns the server checks,
+request bodies and their media types) and what it answers, per status, in which
+media type. A route the table does not know (one a user added) is listed with
+its docstring as summary and an answer of any type. Requests are never
+validated against the document: a request costs the same with or without docs.
+``tests/protocols/test_openapi_conformance.py`` runs schemathesis over every
+operation to keep the document and the server in step.
 
 It is OpenAPI 3.0.3, the newest version the Swagger UI in ``swagger-ui-bundle``
 (4.15) renders. ``/docs`` serves that Swagger UI from the installed wheel (the
@@ -16,6 +20,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -24,8 +29,19 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from inferline._version import __version__
+from inferline.protocols._openapi_schemas import (
+    ALIAS_PARAM,
+    NAME_PARAM,
+    NUMBER_PARAM,
+    REF_PARAM,
+    REGISTER_QUERY,
+    SCHEMAS,
+    STR,
+    VERSION_QUERY,
+    Content,
+    ref,
+)
 from inferline.protocols._tabular import respond
-from inferline.types import DATATYPES
 
 __all__ = ["build_document", "openapi_path", "routes"]
 
@@ -33,186 +49,147 @@ OPENAPI_VERSION = "3.0.3"
 STATIC_PREFIX = "/docs/static"
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _obj(required: Iterable[str] = (), **properties: Any) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "properties": properties}
-    if required:
-        schema["required"] = list(required)
-    return schema
-
-
-_ANY: dict[str, Any] = {}
-_STR, _INT, _BOOL = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}
-_PARAMS = {"type": "object", "additionalProperties": True}
-_SHAPE = {"type": "array", "items": _INT}
-_TENSOR_META = _obj(
-    ["name", "datatype", "shape"],
-    name=_STR,
-    datatype={"type": "string", "enum": list(DATATYPES)},
-    shape=_SHAPE,
-)
-_TENSOR = _obj(
-    ["name", "datatype", "shape"],
-    name=_STR,
-    datatype={"type": "string", "enum": list(DATATYPES)},
-    shape=_SHAPE,
-    parameters=_PARAMS,
-    data={"description": "Row-major values, flat or nested; absent with binary data."},
-)
-
-SCHEMAS: dict[str, Any] = {
-    "Error": _obj(["error"], error=_STR),
-    "V2Live": _obj(["live"], live=_BOOL),
-    "V2Ready": _obj(["ready"], ready=_BOOL),
-    "V2ModelReady": _obj(["name", "ready"], name=_STR, ready=_BOOL),
-    "V2ServerMetadata": _obj(
-        ["name", "version"], name=_STR, version=_STR, extensions={"type": "array", "items": _STR}
-    ),
-    "V2ModelMetadata": _obj(
-        ["name", "inputs", "outputs"],
-        name=_STR,
-        versions={"type": "array", "items": _STR},
-        platform=_STR,
-        inputs={"type": "array", "items": _TENSOR_META},
-        outputs={"type": "array", "items": _TENSOR_META},
-    ),
-    "V2InferRequest": _obj(
-        ["inputs"],
-        id=_STR,
-        parameters=_PARAMS,
-        inputs={"type": "array", "items": _TENSOR, "minItems": 1},
-        outputs={"type": "array", "items": _obj(["name"], name=_STR, parameters=_PARAMS)},
-    ),
-    "V2InferResponse": _obj(
-        ["model_name", "outputs"],
-        model_name=_STR,
-        model_version=_STR,
-        id=_STR,
-        parameters=_PARAMS,
-        outputs={"type": "array", "items": _TENSOR},
-    ),
-    "MlflowRequest": {
-        **_obj(
-            dataframe_split=_obj(
-                ["data"],
-                columns={"type": "array", "items": _STR},
-                data={"type": "array", "items": {"type": "array", "items": _ANY}},
-                index={"type": "array", "items": _ANY},
-            ),
-            dataframe_records={"type": "array", "items": _PARAMS},
-            instances={"type": "array", "items": _ANY},
-            inputs={"description": "One tensor (a list) or an object of named inputs."},
-            params=_PARAMS,
-        ),
-        "description": "Exactly one of dataframe_split, dataframe_records, instances, inputs.",
-    },
-    "MlflowPredictions": _obj(["predictions"], predictions=_ANY),
-    "MlflowError": _obj(["error_code", "message"], error_code=_STR, message=_STR),
-    "TfsPredictRequest": {
-        **_obj(
-            signature_name={"type": "string", "default": "serving_default"},
-            instances={"type": "array", "items": _ANY, "description": "Row format."},
-            inputs={"description": "Columnar format: one tensor or an object of them."},
-        ),
-        "description": "Exactly one of instances (rows) or inputs (columns).",
-    },
-    "TfsPredictResponse": _obj(
-        predictions={"type": "array", "items": _ANY, "description": "Answer to instances."},
-        outputs={"description": "Answer to inputs."},
-    ),
-    "TfsModelStatus": _obj(
-        ["model_version_status"],
-        model_version_status={
-            "type": "array",
-            "items": _obj(
-                ["version", "state", "status"],
-                version=_STR,
-                state=_STR,
-                status=_obj(error_code=_STR, error_message=_STR),
-            ),
-        },
-        name=_STR,
-        ready=_BOOL,
-    ),
-    "TfsModelList": _obj(["models"], models={"type": "array", "items": _STR}),
-}
-
 _V2 = ("/v2/models/{model}", "/v2/models/{model}/versions/{version}")
 _TFS = ("/v1/models/{model}", "/v1/models/{model}/versions/{version}")
 _MLFLOW = ("", "/models/{model}", "/models/{model}/versions/{version}")
 _INVOKE = [p + "/invocations" for p in _MLFLOW]
 _PREDICT = [p + ":predict" for p in _TFS]
+_API = "/api/v1/models/{model}"
 
 #: The order Swagger UI shows the groups in.
-TAGS = ("V2", "MLflow", "TF Serving", "Management", "Other", "Docs")
+TAGS = ("V2", "MLflow", "TF Serving", "Management", "Monitoring", "Other", "Docs")
 
-#: (method, paths, tag, summary, request schema, response schema: "" for plain text)
-Operation = tuple[str, Iterable[str], str, str, str | None, str]
-OPERATIONS: list[Operation] = [
-    ("get", ["/v2/health/live"], "V2", "Server liveness", None, "V2Live"),
-    ("get", ["/v2/health/ready"], "V2", "Readiness: 503 until loaded", None, "V2Ready"),
-    ("get", ["/v2"], "V2", "Server metadata", None, "V2ServerMetadata"),
-    ("get", _V2, "V2", "Model metadata", None, "V2ModelMetadata"),
-    ("get", [p + "/ready" for p in _V2], "V2", "Model readiness", None, "V2ModelReady"),
-    ("post", [p + "/infer" for p in _V2], "V2", "Inference", "V2InferRequest", "V2InferResponse"),
-    ("post", _INVOKE, "MLflow", "MLflow scoring", "MlflowRequest", "MlflowPredictions"),
-    ("get", ["/ping", "/health"], "MLflow", "Health, as mlflow models serve answers it", None, ""),
-    ("get", ["/version"], "MLflow", "Server version", None, ""),
-    ("post", _PREDICT, "TF Serving", "Predict", "TfsPredictRequest", "TfsPredictResponse"),
-    ("get", _TFS, "TF Serving", "Model version status", None, "TfsModelStatus"),
-    ("get", ["/v1/models"], "TF Serving", "List models (KServe V1)", None, "TfsModelList"),
-    ("get", ["/openapi.json"], "Docs", "This document", None, ""),
-    ("get", ["/docs"], "Docs", "Interactive API docs", None, ""),
+
+def _json(schema: str) -> Content:
+    return {"application/json": {"schema": ref(schema)}}
+
+
+_HTML: Content = {"text/html": {"schema": STR}}
+_TEXT: Content = {"text/plain": {"schema": STR}}
+#: MLflow's /ping and /version: ``application/json`` over a body that is not JSON.
+_MLFLOW_TEXT: Content = {"application/json": {}}
+_FILES: Content = {"*/*": {}}
+_ARTIFACT: Content = {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    "application/x-tar": {"schema": {"type": "string", "format": "binary"}},
+}
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation on one or more paths: what it takes and what it answers per status."""
+
+    method: str
+    paths: Iterable[str]
+    tag: str
+    summary: str
+    answers: dict[str, Content]
+    request: Content | None = None
+    request_required: bool = True
+    #: Path parameters whose values the server checks (others are any string).
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    query: tuple[dict[str, Any], ...] = ()
+    error: str = "Error"
+
+
+_CHECKED = {"model": NAME_PARAM}
+_RATED = {"200": _json("V2Ready"), "503": _json("V2Ready")}
+OPERATIONS: list[Op] = [
+    Op("get", ["/v2/health/live"], "V2", "Server liveness", {"200": _json("V2Live")}),
+    Op("get", ["/v2/health/ready"], "V2", "Readiness: 503 until loaded", _RATED),
+    Op("get", ["/v2"], "V2", "Server metadata", {"200": _json("V2ServerMetadata")}),
+    Op("get", _V2, "V2", "Model metadata", {"200": _json("V2ModelMetadata")}),
+    Op("get", [p + "/ready" for p in _V2], "V2", "Model readiness",
+       {"200": _json("V2ModelReady"), "503": _json("V2ModelReady")}),
+    Op("post", [p + "/infer" for p in _V2], "V2", "Inference", {"200": _json("V2InferResponse")},
+       _json("V2InferRequest")),
+    Op("post", _INVOKE, "MLflow", "MLflow scoring", {"200": _json("MlflowPredictions")},
+       {**_json("MlflowRequest"), "text/csv": {"schema": {"type": "string", "minLength": 1,
+                                                          "description": "Header row first."}}},
+       error="MlflowError"),
+    Op("get", ["/ping", "/health"], "MLflow", "Health, as mlflow models serve answers it",
+       {"200": _MLFLOW_TEXT, "503": _MLFLOW_TEXT}),
+    Op("get", ["/version"], "MLflow", "Server version (the bare version text)",
+       {"200": _MLFLOW_TEXT}),
+    Op("post", _PREDICT, "TF Serving", "Predict", {"200": _json("TfsPredictResponse")},
+       _json("TfsPredictRequest")),
+    Op("get", _TFS, "TF Serving", "Model version status", {"200": _json("TfsModelStatus")}),
+    Op("get", ["/v1/models"], "TF Serving", "List models (KServe V1)",
+       {"200": _json("TfsModelList")}),
+    Op("post", ["/v2/repository/index"], "Management", "Models in the repository and their state",
+       {"200": _json("RepositoryIndex")}),
+    Op("post", ["/v2/repository/models/{model}/load"], "Management", "Serve a model",
+       {"200": _json("RepositoryState")}, params=_CHECKED),
+    Op("post", ["/v2/repository/models/{model}/unload"], "Management", "Stop serving a model",
+       {"200": _json("RepositoryState")}, params=_CHECKED),
+    Op("get", ["/api/v1/models"], "Management", "Registered models",
+       {"200": _json("ModelSummaries")}),
+    Op("get", [_API], "Management", "A model and its versions", {"200": _json("ModelDetail")},
+       params=_CHECKED),
+    Op("post", [_API + "/versions"], "Management", "Register a version (the artifact is the body)",
+       {"201": _json("ModelVersion")}, _ARTIFACT, params=_CHECKED, query=REGISTER_QUERY),
+    Op("get", [_API + "/versions/{version}"], "Management", "A version, by number or alias",
+       {"200": _json("ModelVersion")}, params={**_CHECKED, "version": REF_PARAM}),
+    Op("delete", [_API + "/versions/{version}"], "Management", "Delete a version",
+       {"200": _json("Deleted")}, params={**_CHECKED, "version": NUMBER_PARAM}),
+    Op("put", [_API + "/aliases/{alias}"], "Management", "Point an alias at a version",
+       {"200": _json("AliasMoved")}, _json("AliasChange"),
+       params={**_CHECKED, "alias": ALIAS_PARAM}),
+    Op("post", [_API + "/promote"], "Management", "Point an alias (production) at a version",
+       {"200": _json("AliasMoved")}, _json("AliasChange"), params=_CHECKED),
+    Op("post", [_API + "/rollback"], "Management", "Move an alias back to its previous version",
+       {"200": _json("RolledBack")}, _json("Rollback"), request_required=False, params=_CHECKED),
+    Op("get", [_API + "/audit", "/api/v1/audit"], "Management", "Audit log, newest last",
+       {"200": _json("Audit")}, params=_CHECKED),
+    Op("post", ["/api/v1/feedback"], "Monitoring", "True values for answered requests",
+       {"200": _json("FeedbackResult")}, _json("Feedback")),
+    Op("get", [_API + "/quality"], "Monitoring", "Quality per version, over the feedback window",
+       {"200": _json("VersionReports")}, params=_CHECKED, query=(VERSION_QUERY,)),
+    Op("get", [_API + "/drift"], "Monitoring", "Drift and skew per column and version",
+       {"200": _json("VersionReports")}, params=_CHECKED, query=(VERSION_QUERY,)),
+    Op("get", [_API + "/drift/report.html"], "Monitoring", "The drift report as one HTML page",
+       {"200": _HTML}, params=_CHECKED, query=(VERSION_QUERY,)),
+    Op("get", ["/metrics"], "Other", "Prometheus metrics (text exposition format)",
+       {"200": _TEXT}),
+    Op("get", ["/openapi.json"], "Docs", "This document", {"200": _json("OpenAPI")}),
+    Op("get", ["/docs"], "Docs", "Interactive API docs", {"200": _HTML}),
+    Op("get", [STATIC_PREFIX + "/{path}"], "Docs", "Swagger UI's files", {"200": _FILES}),
 ]  # fmt: skip
 
 
-def _operation(
-    path: str, tag: str, summary: str, request: str | None, answer: str
-) -> dict[str, Any]:
-    op: dict[str, Any] = {"tags": [tag], "summary": summary}
-    params = re.findall(r"{(\w+)}", path)
-    if params:
-        op["parameters"] = [
-            {"name": p, "in": "path", "required": True, "schema": _STR} for p in params
-        ]
-    if request:
-        content: dict[str, Any] = {"application/json": {"schema": _ref(request)}}
-        if request == "MlflowRequest":  # and MLflow's own error shape
-            content["text/csv"] = {"schema": {"type": "string", "description": "Header row first."}}
-        op["requestBody"] = {"required": True, "content": content}
-    ok = (
-        {"application/json": {"schema": _ref(answer)}}
-        if answer
-        else {"text/plain": {"schema": _STR}}
-    )
-    op["responses"] = {
-        "200": {"description": "Success", "content": ok},
-        "default": {
-            "description": "Error",
-            "content": {"application/json": {"schema": _ref(_error_schema(request))}},
-        },
-    }
-    return op
+def _operation(path: str, op: Op) -> dict[str, Any]:
+    doc: dict[str, Any] = {"tags": [op.tag], "summary": op.summary}
+    params = [
+        {"name": p, "in": "path", "required": True, "schema": op.params.get(p, STR)}
+        for p in re.findall(r"{(\w+)}", path)
+    ]
+    if params or op.query:
+        doc["parameters"] = [*params, *op.query]
+    if op.request:
+        doc["requestBody"] = {"required": op.request_required, "content": op.request}
+    doc["responses"] = {
+        **{status: {"description": _STATUS.get(status, "Success"), "content": content}
+           for status, content in op.answers.items()},
+        "default": {"description": "Error", "content": _json(op.error)},
+    }  # fmt: skip
+    return doc
 
 
-def _error_schema(request: str | None) -> str:
-    return "MlflowError" if request == "MlflowRequest" else "Error"
+_STATUS = {"201": "Created", "503": "Not ready"}
 
 
 def build_document(app_routes: Iterable[BaseRoute] = ()) -> dict[str, Any]:
-    """The OpenAPI document: the table above, plus any other route of the app."""
+    """The OpenAPI document: the table above, for the routes the app has.
+
+    A route the table does not know (one a user added) is listed with its
+    docstring as summary and an answer of any type.
+    """
+    table = {(path, op.method): op for op in OPERATIONS for path in op.paths}
     paths: dict[str, dict[str, Any]] = {}
-    for method, op_paths, tag, summary, request, answer in OPERATIONS:
-        for path in op_paths:
-            paths.setdefault(path, {})[method] = _operation(path, tag, summary, request, answer)
     for route in app_routes:
         for path, method, summary in _described(route):
-            if method not in paths.get(path, {}):
-                tag = "Management" if path.startswith(("/api/", "/v2/repository")) else "Other"
-                paths.setdefault(path, {})[method] = _operation(path, tag, summary, None, "")
+            op = table.get((path, method)) or Op(method, [path], "Other", summary, {"200": _FILES})
+            paths.setdefault(path, {})[method] = _operation(path, op)
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "inferline", "version": __version__},

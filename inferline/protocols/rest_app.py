@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["build_app", "error_response"]
 
+#: Scope key: the exception the error handler answered (and logged).
+_ANSWERED = "inferline.answered"
+
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[Any]]
 
 
@@ -119,7 +122,13 @@ class _App(Starlette):
                 scope[CANCEL_ON_DISCONNECT] = True
                 await self._infer(scope, receive, send)
                 return
-        await super().__call__(scope, receive, send)
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception as exc:
+            # Starlette re-raises what its 500 handler answered, for the server to log;
+            # error_response logged it already, under its request id.
+            if scope.get(_ANSWERED) is not exc:
+                raise
 
 
 async def _admit(guard: Guard, scope: Scope, receive: Receive, send: Send) -> bool:
@@ -175,6 +184,7 @@ def _cancel_on_disconnect(app: ASGIApp) -> ASGIApp:
 async def error_response(request: Request, exc: Exception) -> Response:
     """The one REST error handler: any exception, in the shape of the route's family."""
     request_id = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
+    request.scope[_ANSWERED] = exc  # logged by rest_error: the server need not log it again
     status, headers, body = rest_error(exc, request_id, request.scope.get(ERROR_SHAPE))
     response = Response(body, status)
     response.raw_headers = headers
@@ -195,6 +205,25 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         error = RouteNotFound(f"no route for {request.method} {request.url.path}")
     elif status == 405:
         error = MethodNotAllowed(f"method {request.method} is not allowed on {request.url.path}")
+        # RFC 9110: a 405 names every method the resource supports, over all its routes.
+        error.headers = (*error.headers, ("allow", _allowed(request)))
     else:
         error = BadRequest(str(getattr(exc, "detail", "bad request")))
     return await error_response(request, error)
+
+
+def _allowed(request: Request) -> str:
+    """The methods of the path the router matched first, over every route on that path.
+
+    Starlette names only the first route's methods; a path served by two routes
+    (GET and DELETE of a version) has both.
+    """
+    methods: set[str] = set()
+    matched = None
+    for route in request.app.router.routes:
+        if not (isinstance(route, Route) and route.path_regex.match(request.scope["path"])):
+            continue
+        matched = matched or route.path
+        if route.path == matched and route.methods:
+            methods |= route.methods
+    return ", ".join(sorted(methods))

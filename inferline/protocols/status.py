@@ -77,7 +77,12 @@ def as_inferline_error(exc: BaseException, request_id: str) -> InferlineError:
     """The error to show a client; unexpected ones are logged with their traceback here."""
     if isinstance(exc, InferlineError):
         return exc
-    logger.error("unexpected error (request id %s)", request_id, exc_info=exc)
+    logger.error(
+        "unexpected error (request id %s)",
+        request_id,
+        exc_info=exc,
+        extra={"request_id": request_id},
+    )
     return InternalError(f"internal error; request id {request_id}")
 
 

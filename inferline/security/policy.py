@@ -71,7 +71,7 @@ _MLFLOW = ("/models/{model}/versions/{version}", "/models/{model}", "")
 REST_POLICY: tuple[tuple[str, str, Rule], ...] = (
     # Inference first: the hot path, looked up on every request.
     *(("POST", p + "/infer", PREDICT) for p in _V2),
-    *(("POST", p + ":predict", PREDICT) for p in _TFS),
+    *(("POST", p + verb, PREDICT) for p in _TFS for verb in (":predict", ":classify", ":regress")),
     *(("POST", p + "/invocations", PREDICT) for p in _MLFLOW),
     # Health and readiness, for load balancers and orchestrators.
     ("GET", "/v2/health/live", PUBLIC),

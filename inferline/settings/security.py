@@ -40,12 +40,15 @@ def redact_url(url: str, keep_path: bool = True) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable URL>"
+    masked_path = not keep_path and parts.path not in ("", "/")
+    if parts.password is None and not parts.query and not masked_path:
+        return url  # nothing to mask: as given (urlunsplit would drop sqlite's empty host)
     netloc = parts.netloc
     if parts.password is not None:
         user = parts.username or ""
         netloc = f"{user}:***@{netloc.rsplit('@', 1)[1]}"
     query = "***" if parts.query else ""
-    path = parts.path if keep_path or parts.path in ("", "/") else "/***"
+    path = "/***" if masked_path else parts.path
     return urlunsplit((parts.scheme, netloc, path, query, ""))
 
 

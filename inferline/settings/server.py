@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferline.settings._files import read_mapping
 from inferline.settings.monitoring import MonitoringSettings
 from inferline.settings.security import AuthSettings
+
+#: URL schemes each payload sink accepts in ``payload_log_url``.
+_SINK_SCHEMES = {"redis": ("redis", "rediss", "unix"), "postgres": ("postgresql", "postgres")}
 
 
 class Settings(BaseSettings):
@@ -76,8 +79,9 @@ class Settings(BaseSettings):
     """Where request/response payloads are recorded (per-model sampling and redaction)."""
     payload_log_dir: Path | None = None
     """Folder of the rotating payload files; default ``<home>/payloads``."""
-    payload_log_url: str | None = None
-    """``redis://…`` for the Redis Stream sink, ``postgresql://…`` for the table sink."""
+    payload_log_url: str | None = Field(default=None, validate_default=True)
+    """``redis://…`` for the Redis Stream sink, ``postgresql://…`` for the table sink
+    (required by ``payload_log=redis`` and ``payload_log=postgres``)."""
     payload_log_queue: int = Field(default=10_000, ge=1)
     """Records waiting to be written; past this they are dropped and counted."""
     payload_log_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
@@ -94,6 +98,17 @@ class Settings(BaseSettings):
     trusted_pickle_sha256: list[str] = Field(default_factory=list)
     """SHA-256 digests of the pickles an HTTP upload may carry (with
     ``allow_code_upload``); the pin is never read from the uploading request."""
+
+    @field_validator("payload_log_url")
+    @classmethod
+    def _payload_log_url(cls, url: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("payload_log")
+        if kind not in _SINK_SCHEMES:
+            return url
+        schemes = _SINK_SCHEMES[kind]
+        if not url or url.partition(":")[0] not in schemes:
+            raise ValueError(f"payload_log={kind} needs a {schemes[0]}:// URL here")
+        return url
 
     @property
     def registry_database(self) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -61,6 +62,7 @@ async def test_request_lines_are_json_with_request_id(
         "level": "info",
         "logger": "inferline.requests",
         "timestamp": "",
+        "pid": os.getpid(),
     }
     assert requests[0]["latency_ms"] > 0
     assert bad.status_code == 400  # refused while decoding, before the data plane: no request line
@@ -188,3 +190,119 @@ def test_every_line_a_server_writes_is_json(model_dir: Path, tmp_path: Path) -> 
     lines = [line for line in log.read_text().splitlines() if line.strip()]
     loggers = {json.loads(line)["logger"] for line in lines}  # fails on any non-JSON line
     assert {"uvicorn.error", "inferline.requests", "inferline.server"} <= loggers
+
+
+def _json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_an_error_line_has_the_request_id_and_a_formatted_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from inferline.protocols.status import as_inferline_error
+
+    configure_logging("info")
+    try:
+        raise ValueError("boom")
+    except ValueError as exc:
+        error = as_inferline_error(exc, "req-77")
+    assert "req-77" in error.message
+    (line,) = _json_lines(capsys.readouterr().err)
+    assert line["request_id"] == "req-77"
+    assert line["level"] == "error"
+    assert "exc_info" not in line  # not the repr of a (type, value, traceback) tuple
+    assert line["exception"].startswith("Traceback (most recent call last):")
+    assert line["exception"].rstrip().endswith("ValueError: boom")
+    assert "test_logs.py" in line["exception"]
+
+
+def test_every_line_carries_the_pid(capsys: pytest.CaptureFixture[str]) -> None:
+    stream = io.StringIO()
+    configure_logging("info")
+    logging.getLogger().handlers[0].stream = stream
+    logging.getLogger("inferline.x").info("stdlib")
+    structlog.stdlib.get_logger("inferline.y").info("structlog")
+    log = RequestLog("info")
+    log.observe(InferenceRecord("r1", "m", "1", "rest", 0.0, 0.001, 200, {}, None))
+    log.observe(InferenceRecord("r2", "m", "1", "rest", 0.0, 0.001, 400, {}, None, "bad"))
+    lines = _lines(stream)
+    assert len(lines) == 4
+    assert all(line["pid"] == os.getpid() for line in lines), lines
+
+
+async def test_an_unexpected_error_is_logged_once_with_its_request_id(
+    dataplane, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Starlette re-raises what its 500 handler answered; the server must not log it again."""
+    from starlette.routing import Route
+
+    from inferline.protocols.rest_app import build_app
+
+    async def broken(request):
+        raise ZeroDivisionError("nope")
+
+    configure_logging("info")
+    app = build_app(dataplane)
+    app.router.routes.append(Route("/broken", broken))
+    transport = httpx.ASGITransport(app=app)  # raises what the app lets escape
+    async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+        response = await client.get("/broken", headers={"x-request-id": "req-500"})
+    assert response.status_code == 500
+    assert "req-500" in response.json()["error"]
+    errors = [line for line in _json_lines(capsys.readouterr().err) if line["level"] == "error"]
+    assert len(errors) == 1
+    assert errors[0]["request_id"] == "req-500"
+    assert "ZeroDivisionError: nope" in errors[0]["exception"]
+
+
+async def test_the_server_logs_what_it_serves(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("info")
+    folder = Settings(model_dir=model_dir, http_port=0, grpc_port=None, home=tmp_path)
+    app = build_server_app(folder)
+    async with app.router.lifespan_context(app):
+        pass
+    events = [line["event"] for line in _json_lines(capsys.readouterr().err)]
+    assert f"serving the model folder {model_dir}" in events
+    assert "loaded demo version 1" in events
+    assert "unloaded demo version 1" in events
+
+    database = tmp_path / "registry.db"
+    registry = Settings(
+        registry_url=f"sqlite:///{database}", http_port=0, grpc_port=None, home=tmp_path
+    )
+    app = build_server_app(registry)
+    async with app.router.lifespan_context(app):
+        pass
+    events = [line["event"] for line in _json_lines(capsys.readouterr().err)]
+    assert f"serving the registry sqlite:///{database} (artifacts in {tmp_path}/artifacts)" in (
+        events
+    )
+
+
+def test_a_registry_password_never_reaches_the_log() -> None:
+    from inferline.settings.security import redact_url
+
+    assert redact_url("postgresql://ann:s3cret@db:5432/reg") == "postgresql://ann:***@db:5432/reg"
+    assert redact_url("postgresql://ann@db/reg") == "postgresql://ann@db/reg"
+    assert redact_url("sqlite:////tmp/r.db") == "sqlite:////tmp/r.db"
+
+
+async def test_alias_switches_loads_and_unloads_are_logged(
+    dataplane, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("info")
+    capsys.readouterr()
+    dataplane.set_aliases("demo", {"production": "1"})
+    dataplane.set_aliases("demo", {"production": "1"})  # no change: no line
+    dataplane.set_aliases("demo", {"staging": "1"})
+    await dataplane.remove("ranged", "1")
+    lines = _json_lines(capsys.readouterr().err)
+    assert [line["event"] for line in lines] == [
+        "alias production of demo now points at version 1 (was none)",
+        "alias production of demo removed (was version 1)",
+        "alias staging of demo now points at version 1 (was none)",
+        "unloaded ranged version 1",
+    ]
+    assert lines[-1]["model"] == "ranged" and lines[-1]["version"] == "1"

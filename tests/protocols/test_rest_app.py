@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from hypothesis import example, given
@@ -649,3 +650,22 @@ async def test_a_client_gone_mid_body_is_let_go_quietly(
     assert reference.raised is None
     gone = [r for r in caplog.records if "client went away" in r.getMessage()]
     assert len(gone) == 3 and all(r.exc_info is None for r in gone)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/v2/models/demo/infer", "POST"),
+        ("DELETE", "/v2/health/live", "GET, HEAD"),
+        ("PUT", "/api/v1/models/m/versions/1", "DELETE, GET, HEAD"),
+        ("POST", "/api/v1/audit", "GET, HEAD"),
+    ],
+)
+async def test_a_405_names_the_allowed_methods(dataplane, method: str, path: str, allow: str):
+    """RFC 9110 section 15.5.6: a 405 carries Allow, in the error shape of every other error."""
+    transport = httpx.ASGITransport(app=build_app(dataplane))
+    async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+        response = await client.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
+    assert response.json() == {"error": f"method {method} is not allowed on {path}"}
