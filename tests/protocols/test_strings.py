@@ -320,3 +320,43 @@ async def test_a_column_vector_for_a_1d_input_is_a_400_saying_the_shape_to_send(
     assert response.json()["error"].endswith(
         "the model expects [-1, 1] (-1: any size): send it as shape [2, 1]"
     )
+
+
+KINDS_CODE = """\
+import numpy as np
+
+
+class Model:
+    text_inputs = TEXT
+
+    def predict(self, inputs):
+        kinds = [type(v).__name__ for v in inputs["text"].ravel()]
+        return {"kind": np.array(kinds, dtype=object)}
+"""
+KINDS_SETTINGS = """\
+runtime: python
+inputs: [{name: text, datatype: BYTES, shape: [-1]}]
+outputs: [{name: kind, datatype: BYTES, shape: [-1]}]
+"""
+
+
+@pytest.mark.parametrize(("text", "kind"), [(False, "bytes"), (True, "str")])
+async def test_a_python_model_gets_bytes_unless_it_asks_for_text(
+    tmp_path: Path, text: bool, kind: str
+) -> None:
+    (tmp_path / "kinds" / "1").mkdir(parents=True)
+    (tmp_path / "kinds" / "model-settings.yaml").write_text(KINDS_SETTINGS)
+    (tmp_path / "kinds" / "1" / "model.py").write_text(KINDS_CODE.replace("TEXT", str(text)))
+    plane = DataPlane(Settings(model_dir=tmp_path))
+    await plane.start()
+    try:
+        transport = httpx.ASGITransport(app=build_app(plane))
+        async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+            body = {
+                "inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": TEXTS[:2]}]
+            }
+            response = await client.post("/v2/models/kinds/infer", json=body)
+    finally:
+        await plane.stop()
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["data"] == [kind, kind]
