@@ -263,7 +263,7 @@ class DataPlane:
         served: ServedModel | None = None
         try:
             served = self.resolve(name, version)
-            response, cache_state = await self._infer(served, name, request)
+            response, cache_state = await self._infer(served, name, request, request_id)
         except (Exception, asyncio.CancelledError) as exc:
             if self.observers:
                 if isinstance(exc, InferlineError):
@@ -312,7 +312,7 @@ class DataPlane:
                 logger.exception("observer %r failed", observer)
 
     async def _infer(
-        self, served: ServedModel, name: str, request: InferRequest
+        self, served: ServedModel, name: str, request: InferRequest, request_id: str = ""
     ) -> tuple[InferResponse, str | None]:
         model = served.model
         if not model.ready:
@@ -336,9 +336,14 @@ class DataPlane:
         except InferlineError:
             raise
         except Exception as exc:
-            logger.exception("model %s version %s failed", name, model.version)
+            # Not known to be the input's fault (runtimes translate those to InvalidInput):
+            # the client gets the exception's type and the request id, the log its text.
+            logger.exception(
+                "model %s version %s failed (request id %s)", name, model.version, request_id
+            )
+            traced = f"; request id {request_id}" if request_id else ""
             raise InternalError(
-                f"model {name!r} version {model.version} failed: {type(exc).__name__}"
+                f"model {name!r} version {model.version} failed: {type(exc).__name__}{traced}"
             ) from exc
         finally:
             served.inflight -= 1

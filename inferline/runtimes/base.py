@@ -71,7 +71,7 @@ class Model:
     #: True when the library compares strings, not bytes (onnxruntime, scikit-learn):
     #: BYTES inputs are then decoded from UTF-8 to ``str`` before the request is
     #: queued, and bytes that are not UTF-8 are refused with a 400 naming the input.
-    text_inputs: ClassVar[bool] = False
+    text_inputs: bool = False
 
     def __init__(self, settings: ModelSettings, version: str, artifact: Path) -> None:
         self.settings = settings

@@ -10,6 +10,9 @@ and may define:
   the event loop, which they must not block, for an async one;
 - ``unload(self)``.
 
+BYTES inputs arrive as ``bytes``; a class attribute ``text_inputs = True`` makes
+them ``str`` (UTF-8, decoded before the request is queued; other bytes are a 400).
+
 Python code carries no signature: declare ``inputs`` (and ``outputs``) in
 model-settings.yaml. ``model.py`` is imported under a module name unique to the
 model, version and load, so two versions of one model never share a module. The
@@ -77,6 +80,8 @@ class PythonModel(Model):
         # An instance attribute shadows Model.predict; Model.bind inspects it after load.
         self.__dict__["predict"] = _chain(pre, predict, post)
         self._user = user
+        # The user's class opts in to str inputs as a runtime does (default: the bytes).
+        self.text_inputs = bool(getattr(user, "text_inputs", False))
         user_load = getattr(user, "load", None)
         return user_load(self.artifact.parent) if callable(user_load) else None
 

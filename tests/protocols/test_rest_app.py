@@ -631,7 +631,9 @@ async def test_full_queue_answers_503_with_retry_after_on_every_path(blocking) -
 async def test_a_model_failure_is_the_same_500_on_every_path(blocking) -> None:
     fast, router, reference = await three_ways(blocking, x_request("broken"))
     assert fast.status == 500
-    assert json.loads(fast.body) == {"error": "model 'broken' version 1 failed: RuntimeError"}
+    assert json.loads(fast.body) == {
+        "error": "model 'broken' version 1 failed: RuntimeError; request id rid-1"
+    }
     assert fast.header(b"x-request-id") == b"rid-1"
     assert_same(fast, router, reference)
 

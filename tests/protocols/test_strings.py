@@ -46,7 +46,7 @@ runtime: sklearn
 inputs:
   - {name: input, datatype: BYTES, shape: [-1, 1]}
 outputs:
-  - {name: predict, datatype: INT64, shape: [-1]}
+  - {name: predict, datatype: BYTES, shape: [-1]}
 """
 
 
@@ -90,10 +90,11 @@ def label_encoder_model() -> bytes:
 
 
 def plan_pipeline() -> Any:
-    """One-hot over a string matrix (unknown plans ignored), then a logistic regression."""
+    """One-hot over a string matrix (unknown plans ignored), then a logistic regression
+    with string labels: strings in, strings out."""
     rng = np.random.default_rng(3)
     plans = rng.choice(PLANS, size=(120, 1))
-    labels = (plans[:, 0] == "pro").astype(np.int64) + 2 * (plans[:, 0] == "team")
+    labels = np.array([{"basic": "low", "pro": "mid", "team": "high"}[p] for p in plans[:, 0]])
     return make_pipeline(
         OneHotEncoder(handle_unknown="ignore"), LogisticRegression(max_iter=500)
     ).fit(plans, labels)
@@ -278,20 +279,53 @@ async def test_non_utf8_bytes_for_a_string_model_are_a_400_naming_the_input(
     assert "UTF-8" in info.value.details()
 
 
-async def test_sklearn_string_matrix_gets_text(rest: httpx.AsyncClient, grpc_address: str) -> None:
+@pytest.mark.parametrize("form", ["json", "binary", "grpc-typed", "grpc-raw"])
+async def test_sklearn_string_matrix_gets_text(
+    rest: httpx.AsyncClient, grpc_address: str, form: str
+) -> None:
     """A pipeline fitted on a str matrix sees str, not bytes it would call unknown."""
     plans = ["team", "basic", "pro", "team", "gold"]
     expected = plan_pipeline().predict(np.array(plans, dtype=object).reshape(-1, 1)).tolist()
-    body = {"inputs": [{"name": "input", "datatype": "BYTES", "shape": [5, 1], "data": plans}]}
-    response = await rest.post("/v2/models/plans/infer", json=body)
-    assert response.status_code == 200, response.text
-    assert response.json()["outputs"][0]["data"] == expected
-    request = pb.ModelInferRequest(model_name="plans")
-    request.inputs.add(name="input", datatype="BYTES", shape=[5, 1])
-    request.raw_input_contents.append(pack([p.encode() for p in plans]))
-    async with grpc.aio.insecure_channel(grpc_address) as channel:
-        answer = await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
-    assert np.frombuffer(answer.raw_output_contents[0], "<i8").tolist() == expected
+    assert len(set(expected)) > 1
+    raw = pack([p.encode() for p in plans])
+    if form == "json":
+        body = {"inputs": [{"name": "input", "datatype": "BYTES", "shape": [5, 1], "data": plans}]}
+        response = await rest.post("/v2/models/plans/infer", json=body)
+        assert response.status_code == 200, response.text
+        assert response.json()["outputs"][0]["data"] == expected
+    elif form == "binary":
+        tensor = {
+            "name": "input",
+            "datatype": "BYTES",
+            "shape": [5, 1],
+            "parameters": {"binary_data_size": len(raw)},
+        }
+        head = httpx.Request(
+            "POST", "/", json={"inputs": [tensor], "parameters": {"binary_data_output": True}}
+        ).content
+        response = await rest.post(
+            "/v2/models/plans/infer",
+            content=head + raw,
+            headers={"inference-header-content-length": str(len(head))},
+        )
+        assert response.status_code == 200, response.text
+        length = int(response.headers["inference-header-content-length"])
+        assert unpack(response.content[length:]) == expected
+    else:
+        request = pb.ModelInferRequest(model_name="plans")
+        entry = request.inputs.add(name="input", datatype="BYTES", shape=[5, 1])
+        if form == "grpc-raw":
+            request.raw_input_contents.append(raw)
+        else:
+            entry.contents.bytes_contents.extend(p.encode() for p in plans)
+        async with grpc.aio.insecure_channel(grpc_address) as channel:
+            answer = await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+        got = (
+            unpack(answer.raw_output_contents[0])
+            if form == "grpc-raw"
+            else [v.decode() for v in answer.outputs[0].contents.bytes_contents]
+        )
+        assert got == expected
 
 
 async def test_a_column_vector_for_a_1d_input_is_a_400_saying_the_shape_to_send(
@@ -320,3 +354,43 @@ async def test_a_column_vector_for_a_1d_input_is_a_400_saying_the_shape_to_send(
     assert response.json()["error"].endswith(
         "the model expects [-1, 1] (-1: any size): send it as shape [2, 1]"
     )
+
+
+KINDS_CODE = """\
+import numpy as np
+
+
+class Model:
+    text_inputs = TEXT
+
+    def predict(self, inputs):
+        kinds = [type(v).__name__ for v in inputs["text"].ravel()]
+        return {"kind": np.array(kinds, dtype=object)}
+"""
+KINDS_SETTINGS = """\
+runtime: python
+inputs: [{name: text, datatype: BYTES, shape: [-1]}]
+outputs: [{name: kind, datatype: BYTES, shape: [-1]}]
+"""
+
+
+@pytest.mark.parametrize(("text", "kind"), [(False, "bytes"), (True, "str")])
+async def test_a_python_model_gets_bytes_unless_it_asks_for_text(
+    tmp_path: Path, text: bool, kind: str
+) -> None:
+    (tmp_path / "kinds" / "1").mkdir(parents=True)
+    (tmp_path / "kinds" / "model-settings.yaml").write_text(KINDS_SETTINGS)
+    (tmp_path / "kinds" / "1" / "model.py").write_text(KINDS_CODE.replace("TEXT", str(text)))
+    plane = DataPlane(Settings(model_dir=tmp_path))
+    await plane.start()
+    try:
+        transport = httpx.ASGITransport(app=build_app(plane))
+        async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+            body = {
+                "inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": TEXTS[:2]}]
+            }
+            response = await client.post("/v2/models/kinds/infer", json=body)
+    finally:
+        await plane.stop()
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["data"] == [kind, kind]

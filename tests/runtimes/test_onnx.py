@@ -209,3 +209,34 @@ async def test_an_input_onnxruntime_refuses_is_invalid_input(version_dir, load):
     assert info.value.message.startswith("model 'm' refused the input: ")
     assert "out of data bounds" in info.value.message
     assert "ONNXRuntimeError" not in info.value.message
+
+
+def _reshape_graph() -> bytes:
+    """``x`` (float [N]) reshaped to rows of three: N not a multiple of 3 fails the kernel."""
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 3])
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["rows"])],
+        "reshape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])],
+        [helper.make_tensor_value_info("rows", TensorProto.FLOAT, [None, 3])],
+        initializer=[shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+async def test_a_kernel_failing_on_the_input_is_invalid_input_without_internals(version_dir, load):
+    model_bytes = _reshape_graph()
+    (version_dir / "model.onnx").write_bytes(model_bytes)
+    model = await load("onnx", executor="thread")
+    bad = np.zeros(4, dtype=np.float32)
+    with pytest.raises(Exception) as reference:  # onnxruntime's own answer, in process
+        _reference(model_bytes, {"x": bad})
+    assert " FAIL " in str(reference.value) and "onnxruntime_src" in str(reference.value)
+    with pytest.raises(InvalidInput) as info:
+        await model.infer({"x": bad})
+    assert info.value.message == (
+        "model 'm' refused the input: onnxruntime could not run the graph on it "
+        "(see the server log)"
+    )
