@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferline.settings._files import read_mapping
 from inferline.settings.monitoring import MonitoringSettings
-from inferline.settings.security import AuthSettings
+from inferline.settings.security import AuthSettings, Secret
 
 
 class Settings(BaseSettings):
@@ -35,9 +35,9 @@ class Settings(BaseSettings):
     instead of the registry."""
     home: Path = Path.home() / ".inferline"
     """Where the embedded registry database and artifact folder live by default."""
-    registry_url: str | None = None
+    registry_url: Secret | None = None
     """Registry database: ``sqlite:///path.db`` or ``postgresql://user@host/db``; default
-    ``sqlite:///<home>/registry.db``."""
+    ``sqlite:///<home>/registry.db`` (a secret: it may carry a password)."""
     artifact_dir: Path | None = None
     """Content-addressed artifact folder; default ``<home>/artifacts``."""
     registry_poll_seconds: float = Field(default=0.5, gt=0)
@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     """JSON lines (for log shippers) or plain console text."""
     request_log: Literal["debug", "info", "off"] = "info"
     """Level of the one-line-per-request log (request id, model, version, status, latency)."""
-    cache_url: str | None = None
+    cache_url: Secret | None = None
     """``redis://…`` to keep prediction caches in Redis (shared by workers and replicas)."""
     metrics: bool = True
     """Serve Prometheus metrics at ``/metrics``."""
@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     """Where request/response payloads are recorded (per-model sampling and redaction)."""
     payload_log_dir: Path | None = None
     """Folder of the rotating payload files; default ``<home>/payloads``."""
-    payload_log_url: str | None = None
+    payload_log_url: Secret | None = None
     """``redis://…`` for the Redis Stream sink, ``postgresql://…`` for the table sink."""
     payload_log_queue: int = Field(default=10_000, ge=1)
     """Records waiting to be written; past this they are dropped and counted."""
@@ -97,7 +97,9 @@ class Settings(BaseSettings):
 
     @property
     def registry_database(self) -> str:
-        return self.registry_url or f"sqlite:///{self.home / 'registry.db'}"
+        if self.registry_url is not None:
+            return self.registry_url.get_secret_value()
+        return f"sqlite:///{self.home / 'registry.db'}"
 
     @property
     def artifact_root(self) -> Path:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from inferline.cli.main import app
@@ -100,7 +101,7 @@ async def test_guard_sees_new_and_revoked_keys_without_a_restart(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'registry.db'}"
     auth = settings.auth.model_copy(update={"refresh_seconds": 0.05})
-    guard = Guard(settings.model_copy(update={"registry_url": url, "auth": auth}))
+    guard = Guard(settings.model_copy(update={"registry_url": SecretStr(url), "auth": auth}))
     await guard.start()
     store = KeyStore(url)
     try:
