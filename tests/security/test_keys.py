@@ -168,3 +168,14 @@ def test_cli_create_list_revoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(Unauthenticated, match="revoked"):
         cache.verify(secret)
     store.close()
+
+
+def test_a_checked_key_is_remembered_until_the_next_read(store: KeyStore) -> None:
+    _, secret = store.create("web", ["read"])
+    cache = KeyCache(store)
+    cache.refresh()
+    assert cache.verify(secret) is cache.verify(secret)  # the second is a lookup
+    store.revoke("web")
+    cache.refresh()
+    with pytest.raises(Unauthenticated, match="revoked"):
+        cache.verify(secret)
