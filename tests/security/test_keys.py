@@ -179,3 +179,17 @@ def test_a_checked_key_is_remembered_until_the_next_read(store: KeyStore) -> Non
     cache.refresh()
     with pytest.raises(Unauthenticated, match="revoked"):
         cache.verify(secret)
+
+
+def test_models_cli_sends_the_token_to_a_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inferline.cli._control import RemoteControl
+    from inferline.cli.models import _control
+
+    monkeypatch.setenv("INFERLINE_AUTH__TOKEN", "ilk_0123456789ab_" + "k" * 43)
+    control = _control("http://127.0.0.1:1")
+    assert isinstance(control, RemoteControl)
+    assert control.client.headers["authorization"] == "Bearer ilk_0123456789ab_" + "k" * 43
+    monkeypatch.delenv("INFERLINE_AUTH__TOKEN")
+    anonymous = _control("http://127.0.0.1:1")
+    assert isinstance(anonymous, RemoteControl)
+    assert "authorization" not in anonymous.client.headers
