@@ -126,7 +126,7 @@ class DataPlane:
     def _new_cache(self, model: Model) -> PredictionCache:
         config = model.settings.cache
         if self.settings.cache_url:
-            return RedisCache(self.settings.cache_url, config.ttl_seconds)
+            return RedisCache(self.settings.cache_url.get_secret_value(), config.ttl_seconds)
         on_evict = None
         if self._on_cache_evict is not None:
             report, name, version = self._on_cache_evict, model.name, model.version

@@ -127,6 +127,5 @@ def _sink(settings: Settings) -> Sink:
         return FileSink(folder, settings.payload_log_max_bytes, settings.payload_log_backups)
     if not settings.payload_log_url:
         raise ValueError(f"payload_log={kind} needs payload_log_url")
-    if kind == "redis":
-        return RedisSink(settings.payload_log_url)
-    return PostgresSink(settings.payload_log_url)
+    url = settings.payload_log_url.get_secret_value()
+    return RedisSink(url) if kind == "redis" else PostgresSink(url)

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from inferline.security import Guard, rpc_rule
 
-__all__ = ["admit", "model_name"]
+__all__ = ["admit", "authorization_of", "model_name"]
 
 
 def model_name(message: bytes) -> str | None:
@@ -54,15 +54,18 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
     raise IndexError("varint longer than 10 bytes")
 
 
+def authorization_of(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
+    for key, value in metadata:
+        if key == "authorization":
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None
+
+
 async def admit(
     guard: Guard, path: str, metadata: Iterable[tuple[str, str | bytes]], message: bytes, peer: str
 ) -> None:
     """The policy check of one RPC, for both engines; raises the refusal."""
     rule = rpc_rule(path)
-    authorization: str | None = None
-    for key, value in metadata:
-        if key == "authorization":
-            authorization = value if isinstance(value, str) else value.decode("latin-1")
-            break
+    authorization = authorization_of(metadata)
     model = model_name(message) if rule.model_bound else None
     await guard.check(rule, model, authorization, peer, "grpc", path)

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from inferline.dataplane import DataPlane
-from inferline.protocols._grpc_auth import admit
+from inferline.protocols._grpc_auth import admit, authorization_of
 from inferline.protocols.status import (
     CACHE_HEADER,
     MODEL_VERSION_HEADER,
@@ -33,7 +33,7 @@ from inferline.protocols.v2_grpc import (
     Rpc,
     parse_message,
 )
-from inferline.security import Guard
+from inferline.security import Guard, rpc_rule
 from inferline.transport.grpc_h2 import GrpcServer, Limits
 from inferline.transport.grpc_h2.connection import Connection
 from inferline.transport.grpc_h2.hpack import literal, literal_value
@@ -147,6 +147,15 @@ class Dispatcher:
             message = f"content-type {head.content_type!r} is not application/grpc"
             conn.finish(stream, http_status(415), status_block(13, message, []))
             return False
+        guard = self._guard
+        if guard is not None and not guard.idle:
+            # No credentials where they are needed: refused before any message is read.
+            error = guard.refuse_early(
+                rpc_rule(head.path), authorization_of(head.metadata), _peer(conn), "grpc", head.path
+            )
+            if error is not None:
+                self._fail(conn, stream, CODES[error.grpc_code], error.message)
+                return False
         path = head.path
         if path == MODEL_INFER_PATH:
             stream.route = _INFER
@@ -236,9 +245,7 @@ class Dispatcher:
         """The policy check (the ``authorization`` header), when a guard is set."""
         guard = self._guard
         if guard is not None and not guard.idle:
-            peer = conn.transport.get_extra_info("peername") if conn.transport else None
-            host = str(peer[0]) if peer else "unknown"
-            await admit(guard, path, stream.head.metadata, message, host)
+            await admit(guard, path, stream.head.metadata, message, _peer(conn))
 
     async def _run_infer(self, conn: Connection, stream: Stream, message: bytes) -> None:
         request_id = stream.head.request_id or new_request_id()
@@ -317,6 +324,11 @@ class Dispatcher:
         self._fail(conn, stream, CODES["DEADLINE_EXCEEDED"], "Deadline Exceeded")
         if task is not None:
             task.cancel()
+
+
+def _peer(conn: Connection) -> str:
+    peer = conn.transport.get_extra_info("peername") if conn.transport else None
+    return str(peer[0]) if peer else "unknown"
 
 
 def native_server(

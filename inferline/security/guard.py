@@ -34,6 +34,7 @@ audit = logging.getLogger("inferline.audit")
 #: An unknown key id re-reads the keys at most this often (a key made a moment ago).
 _MISS_REFRESH_SECONDS = 1.0
 _BEARER = "bearer "
+_NO_CREDENTIALS = "this server needs credentials: send 'Authorization: Bearer <API key or token>'"
 
 
 class GuardMetrics(Protocol):
@@ -111,6 +112,24 @@ class Guard:
                 logger.warning("cannot re-read API keys: %s", type(exc).__name__)
 
     # -- the check -------------------------------------------------------------------
+    def requires_credentials(self, rule: Rule) -> bool:
+        return (
+            self.enabled
+            and not rule.public
+            and not (rule is METRICS and self.settings.public_metrics)
+        )
+
+    def refuse_early(
+        self, rule: Rule, authorization: str | None, client: str, protocol: str, what: str
+    ) -> Unauthenticated | None:
+        """The refusal of a call that needs credentials and carries none, which a
+        transport may give from the request head, before reading any body."""
+        if authorization or not self.requires_credentials(rule):
+            return None
+        error = Unauthenticated(_NO_CREDENTIALS)
+        self._refused(protocol, "unauthenticated", None, client, what, error.message)
+        return error
+
     async def check(
         self,
         rule: Rule,
@@ -124,7 +143,7 @@ class Guard:
         if rule.public or (rule is METRICS and self.settings.public_metrics):
             return ANONYMOUS
         principal = ANONYMOUS
-        if self.enabled:
+        if self.requires_credentials(rule):
             try:
                 principal = await self._authenticate(authorization)
             except Unauthenticated as exc:
@@ -152,9 +171,7 @@ class Guard:
 
     async def _authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
-            raise Unauthenticated(
-                "this server needs credentials: send 'Authorization: Bearer <API key or token>'"
-            )
+            raise Unauthenticated(_NO_CREDENTIALS)
         if authorization[:7].lower() != _BEARER:
             raise Unauthenticated("the Authorization header must read 'Bearer <credentials>'")
         token = authorization[7:].strip()

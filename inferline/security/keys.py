@@ -34,6 +34,7 @@ _KEY = re.compile(r"^ilk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _DURATION = re.compile(r"^(\d{1,6})([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_VERIFIED_MAX = 10_000
 
 
 def _digest(salt: str, secret: str) -> str:
@@ -200,6 +201,9 @@ class KeyCache:
     def __init__(self, store: KeyStore) -> None:
         self.store = store
         self._keys: dict[str, ApiKey] = {}
+        #: Keys checked since the last re-read: key -> (principal, expiry), so a request
+        #: costs a dict lookup; only valid keys enter, and a re-read empties it.
+        self._verified: dict[str, tuple[Principal, datetime | None]] = {}
         #: Keys ever made, revoked ones included: one is enough to turn authentication on.
         self.count = 0
 
@@ -209,14 +213,22 @@ class KeyCache:
             return
         keys = self.store.all()
         self._keys = {k.id: k for k in keys}
+        self._verified = {}
         self.count = len(keys)
 
     def known(self, token: str) -> bool:
+        if token in self._verified:
+            return True
         found = _KEY.match(token)
         return found is not None and found[1] in self._keys
 
     def verify(self, token: str, now: datetime | None = None) -> Principal:
         """The key's principal; Unauthenticated for an unknown, wrong, expired or revoked key."""
+        verified = self._verified.get(token)
+        if verified is not None:
+            principal, expires_at = verified
+            if expires_at is None or expires_at > (now or datetime.now(UTC)):
+                return principal
         found = _KEY.match(token)
         if found is None:
             raise Unauthenticated("the API key is malformed")
@@ -228,4 +240,8 @@ class KeyCache:
         state = key.state(now or datetime.now(UTC))
         if state != "active":
             raise Unauthenticated(f"the API key {key.name!r} is {state}")
-        return Principal(f"key:{key.name}", "key", parse_grants(key.roles))
+        principal = Principal(f"key:{key.name}", "key", parse_grants(key.roles))
+        if len(self._verified) >= _VERIFIED_MAX:
+            self._verified.clear()
+        self._verified[token] = (principal, key.expires_at)
+        return principal

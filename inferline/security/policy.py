@@ -149,10 +149,25 @@ _COMPILED = [
 _EXACT = {(method, template): rule for method, template, rule in REST_POLICY if "{" not in template}
 
 
+#: Lookups already made (the table is fixed); cleared when full, so junk paths cannot grow it.
+_SEEN: dict[tuple[str, str], tuple[Rule, str | None]] = {}
+_SEEN_MAX = 4096
+
+
 def rest_rule(method: str, path: str) -> tuple[Rule, str | None]:
     """The rule of a REST request and the model it is about (None when it names none)."""
-    if method == "HEAD":
-        method = "GET"
+    key = (method, path)
+    seen = _SEEN.get(key)
+    if seen is not None:
+        return seen
+    found = _lookup("GET" if method == "HEAD" else method, path)
+    if len(_SEEN) >= _SEEN_MAX:
+        _SEEN.clear()
+    _SEEN[key] = found
+    return found
+
+
+def _lookup(method: str, path: str) -> tuple[Rule, str | None]:
     exact = _EXACT.get((method, path))
     if exact is not None:
         return exact, None

@@ -11,6 +11,7 @@ required; ``nbf``, ``aud`` and ``iss`` are checked (the last two when set).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import jwt
@@ -22,6 +23,9 @@ from inferline.settings import JwtSettings
 __all__ = ["TokenVerifier"]
 
 logger = logging.getLogger(__name__)
+
+#: Tokens checked and still valid, kept so a request costs a dict lookup (bounded).
+_VERIFIED_MAX = 10_000
 
 #: Accepted algorithms and the JWK key type each needs.
 _ASYMMETRIC = {"RS256": "RSA", "ES256": "EC"}
@@ -35,6 +39,8 @@ class TokenVerifier:
         self._secret = settings.secret.get_secret_value().encode() if settings.secret else None
         self._keys: list[jwt.PyJWK] = []
         self._jwks_mtime: float | None = None
+        #: token -> (principal, exp): a token seen valid is valid until its exp (+ leeway).
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     def describe(self) -> str:
         parts = []
@@ -55,6 +61,7 @@ class TokenVerifier:
                 return
             self._keys = list(jwt.PyJWKSet.from_json(path.read_text()).keys)
             self._jwks_mtime = mtime
+            self._verified = {}  # keys rotated: check every token again
         except (OSError, jwt.PyJWTError, ValueError) as exc:
             logger.error("cannot read the JWKS file %s: %s", path, exc)
 
@@ -74,6 +81,19 @@ class TokenVerifier:
         return candidates[0].key
 
     def verify(self, token: str) -> Principal:
+        verified = self._verified.get(token)
+        if verified is not None:
+            principal, expires = verified
+            if time.time() < expires + self.settings.leeway_seconds:
+                return principal
+            del self._verified[token]
+        principal, expires = self._verify(token)
+        if len(self._verified) >= _VERIFIED_MAX:
+            self._verified.clear()
+        self._verified[token] = (principal, expires)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -117,4 +137,5 @@ class TokenVerifier:
             roles = []
         subject = claims.get("sub")
         name = f"jwt:{subject}" if isinstance(subject, str) and subject else "jwt:<no subject>"
-        return Principal(name[:200], "jwt", parse_grants(str(r) for r in roles))
+        principal = Principal(name[:200], "jwt", parse_grants(str(r) for r in roles))
+        return principal, float(claims["exp"])

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferline.settings._files import read_mapping
 from inferline.settings.monitoring import MonitoringSettings
-from inferline.settings.security import AuthSettings
+from inferline.settings.security import AuthSettings, Secret
 
 #: URL schemes each payload sink accepts in ``payload_log_url``.
 _SINK_SCHEMES = {"redis": ("redis", "rediss", "unix"), "postgres": ("postgresql", "postgres")}
@@ -38,9 +38,9 @@ class Settings(BaseSettings):
     instead of the registry."""
     home: Path = Path.home() / ".inferline"
     """Where the embedded registry database and artifact folder live by default."""
-    registry_url: str | None = None
+    registry_url: Secret | None = None
     """Registry database: ``sqlite:///path.db`` or ``postgresql://user@host/db``; default
-    ``sqlite:///<home>/registry.db``."""
+    ``sqlite:///<home>/registry.db`` (a secret: it may carry a password)."""
     artifact_dir: Path | None = None
     """Content-addressed artifact folder; default ``<home>/artifacts``."""
     registry_poll_seconds: float = Field(default=0.5, gt=0)
@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     """JSON lines (for log shippers) or plain console text."""
     request_log: Literal["debug", "info", "off"] = "info"
     """Level of the one-line-per-request log (request id, model, version, status, latency)."""
-    cache_url: str | None = None
+    cache_url: Secret | None = None
     """``redis://…`` to keep prediction caches in Redis (shared by workers and replicas)."""
     metrics: bool = True
     """Serve Prometheus metrics at ``/metrics``."""
@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     """Where request/response payloads are recorded (per-model sampling and redaction)."""
     payload_log_dir: Path | None = None
     """Folder of the rotating payload files; default ``<home>/payloads``."""
-    payload_log_url: str | None = Field(default=None, validate_default=True)
+    payload_log_url: Secret | None = Field(default=None, validate_default=True)
     """``redis://…`` for the Redis Stream sink, ``postgresql://…`` for the table sink
     (required by ``payload_log=redis`` and ``payload_log=postgres``)."""
     payload_log_queue: int = Field(default=10_000, ge=1)
@@ -101,18 +101,20 @@ class Settings(BaseSettings):
 
     @field_validator("payload_log_url")
     @classmethod
-    def _payload_log_url(cls, url: str | None, info: ValidationInfo) -> str | None:
+    def _payload_log_url(cls, url: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         kind = info.data.get("payload_log")
         if kind not in _SINK_SCHEMES:
             return url
         schemes = _SINK_SCHEMES[kind]
-        if not url or url.partition(":")[0] not in schemes:
+        if url is None or url.get_secret_value().partition(":")[0] not in schemes:
             raise ValueError(f"payload_log={kind} needs a {schemes[0]}:// URL here")
         return url
 
     @property
     def registry_database(self) -> str:
-        return self.registry_url or f"sqlite:///{self.home / 'registry.db'}"
+        if self.registry_url is not None:
+            return self.registry_url.get_secret_value()
+        return f"sqlite:///{self.home / 'registry.db'}"
 
     @property
     def artifact_root(self) -> Path:

@@ -23,6 +23,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from pydantic import SecretStr
 
 from inferline.dataplane import DataPlane
 from inferline.security import Guard
@@ -80,7 +81,7 @@ def auth(tmp_path: Path, settings: Settings) -> AuthWorld:
     url = f"sqlite:///{tmp_path / 'registry.db'}"
     configured = settings.model_copy(
         update={
-            "registry_url": url,
+            "registry_url": SecretStr(url),
             "auth": settings.auth.model_validate(
                 {
                     "jwt": {

@@ -226,3 +226,22 @@ async def test_metrics_need_read_unless_public(
             assert 'reason="forbidden"} 1.0' in scrape.text
     finally:
         await guard.stop()
+
+
+async def test_native_refuses_a_call_without_credentials_before_its_message(
+    auth_plane: DataPlane, guard: Guard, auth: AuthWorld
+) -> None:
+    """Only the request head arrives (no DATA, the stream stays open): the native server
+    answers UNAUTHENTICATED at once, reading and buffering nothing."""
+    from tests.transport.h2_client import RawClient, request_headers
+
+    server, address = await start_server(auth_plane, auth.settings, "native", guard=guard)
+    try:
+        client = await RawClient.connect(address)
+        client.headers(1, request_headers("/inference.GRPCInferenceService/ModelInfer"))
+        _, _, trailers = await client.response(1)
+        await client.close()
+    finally:
+        await server.stop(None)
+    assert trailers["grpc-status"] == "16"  # UNAUTHENTICATED
+    assert "needs credentials" in trailers["grpc-message"]

@@ -122,3 +122,14 @@ def test_tritonclient_sends_keys_with_headers(model_dir: Path, tmp_path: Path) -
     assert "authentication is on: 1 API key(s)" in log
     assert "refused (unauthenticated)" in log and "as key:web" in log
     assert secret not in log
+
+
+def test_serve_flags_reach_the_settings(
+    model_dir: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served: list[Settings] = []
+    monkeypatch.setattr(server, "run", served.append)
+    flags = ["--host", "0.0.0.0", "--insecure", "--allow-code-upload"]
+    result = CliRunner().invoke(app, ["serve", "--model-dir", str(model_dir), *flags])
+    assert result.exit_code == 0, result.output
+    assert served[0].insecure and served[0].allow_code_upload and served[0].host == "0.0.0.0"

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from inferline.cli.main import app
@@ -100,7 +101,7 @@ async def test_guard_sees_new_and_revoked_keys_without_a_restart(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'registry.db'}"
     auth = settings.auth.model_copy(update={"refresh_seconds": 0.05})
-    guard = Guard(settings.model_copy(update={"registry_url": url, "auth": auth}))
+    guard = Guard(settings.model_copy(update={"registry_url": SecretStr(url), "auth": auth}))
     await guard.start()
     store = KeyStore(url)
     try:
@@ -167,3 +168,28 @@ def test_cli_create_list_revoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(Unauthenticated, match="revoked"):
         cache.verify(secret)
     store.close()
+
+
+def test_a_checked_key_is_remembered_until_the_next_read(store: KeyStore) -> None:
+    _, secret = store.create("web", ["read"])
+    cache = KeyCache(store)
+    cache.refresh()
+    assert cache.verify(secret) is cache.verify(secret)  # the second is a lookup
+    store.revoke("web")
+    cache.refresh()
+    with pytest.raises(Unauthenticated, match="revoked"):
+        cache.verify(secret)
+
+
+def test_models_cli_sends_the_token_to_a_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inferline.cli._control import RemoteControl
+    from inferline.cli.models import _control
+
+    monkeypatch.setenv("INFERLINE_AUTH__TOKEN", "ilk_0123456789ab_" + "k" * 43)
+    control = _control("http://127.0.0.1:1")
+    assert isinstance(control, RemoteControl)
+    assert control.client.headers["authorization"] == "Bearer ilk_0123456789ab_" + "k" * 43
+    monkeypatch.delenv("INFERLINE_AUTH__TOKEN")
+    anonymous = _control("http://127.0.0.1:1")
+    assert isinstance(anonymous, RemoteControl)
+    assert "authorization" not in anonymous.client.headers

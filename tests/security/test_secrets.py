@@ -73,3 +73,13 @@ def test_registry_errors_name_no_password(tmp_path: Path) -> None:
         registry.model_names()
     assert "unreachable" in caught.value.message
     assert PASSWORD not in caught.value.message and "***" in caught.value.message
+
+
+def test_url_settings_are_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REGISTRY_URL", "CACHE_URL", "PAYLOAD_LOG_URL"):
+        monkeypatch.setenv(f"INFERLINE_{name}", f"postgresql://u:{PASSWORD}@db/x")
+    settings = Settings.load()
+    assert PASSWORD not in repr(settings) + settings.model_dump_json()
+    assert PASSWORD in settings.registry_database  # what the registry connects with
+    copy = Settings.model_validate_json(settings.model_dump_json(context=REVEAL))
+    assert copy.cache_url is not None and PASSWORD in copy.cache_url.get_secret_value()

@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from inferline.errors import Unauthenticated
+from inferline.security import tokens as tokens_module
 from inferline.security.tokens import TokenVerifier
 from inferline.settings import JwtSettings
 from tests.security.conftest import AUDIENCE, ISSUER, claims, hmac_token, unsigned_token
@@ -115,3 +116,18 @@ def test_jwks_rotation_is_picked_up(tmp_path: Path, verifier: TokenVerifier) -> 
     os.utime(path, (stat.st_atime, stat.st_mtime + 10))
     verifier.refresh()
     assert verifier.verify(token).name == "jwt:alice"
+
+
+def test_a_checked_token_is_remembered_until_it_expires(
+    verifier: TokenVerifier, rsa_key: rsa.RSAPrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = jwt.encode(claims(["read"]), rsa_key, "RS256", {"kid": "rsa-1"})
+    checks = []
+    full = verifier._verify
+    monkeypatch.setattr(verifier, "_verify", lambda t: checks.append(t) or full(t))
+    first = verifier.verify(token)
+    assert verifier.verify(token) is first and len(checks) == 1  # the second: a lookup
+    later = time.time() + 300 + verifier.settings.leeway_seconds + 1  # past exp + leeway
+    monkeypatch.setattr(tokens_module.time, "time", lambda: later)
+    verifier.verify(token)  # (PyJWT reads its own clock; the point is it was asked again)
+    assert len(checks) == 2
