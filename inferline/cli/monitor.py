@@ -116,6 +116,11 @@ def _print_skew(report: dict[str, Any]) -> None:
     skew = report.get("skew") or {}
     if "skewed" in skew:
         found = ", ".join(skew["features"]) or "none"
-        console.print(f"training/serving skew (first {skew['rows']} rows): {found}")
+        block = skew.get("block", 1)
+        console.print(f"training/serving skew (block {block}, {skew['rows']} rows): {found}")
+        first = skew.get("first") or {}
+        if first and first.get("block") != block:
+            was = ", ".join(first["features"]) or "none"
+            console.print(f"  first block ({first['rows']} rows): {was}")
     elif skew:
         console.print(f"training/serving skew: {skew.get('status')}")

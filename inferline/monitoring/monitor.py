@@ -26,7 +26,7 @@ from inferline.monitoring.feedback_join import Pending
 from inferline.monitoring.feedback_store import FeedbackStore, Joined, open_store
 from inferline.monitoring.quality import match_truth, window_report
 from inferline.monitoring.records import InferenceRecord
-from inferline.monitoring.skew import FirstRows, ServedRows, columns, skew_report
+from inferline.monitoring.skew import ServedRows, SkewBlocks, columns, skew_report
 from inferline.registry.store import Registry
 from inferline.settings import ModelMonitoring, MonitoringSettings
 
@@ -44,7 +44,7 @@ PROFILE_FILE = "reference-profile.json"
 @dataclass(slots=True)
 class _Version:
     served: ServedRows
-    first: FirstRows
+    skew: SkewBlocks
     #: (arrival, latency seconds, answered 200)
     requests: deque[tuple[float, float, bool]] = field(default_factory=deque)
 
@@ -86,7 +86,7 @@ class Monitor:
         state.requests.append((record.started, record.latency, ok))
         if ok and record.outputs is not None:
             state.served.add(record.started, record.inputs, record.outputs)
-            state.first.add(record.started, record.inputs, record.outputs)
+            state.skew.add(record.started, record.inputs, record.outputs)
             self.store.remember(
                 record.request_id, record.model, record.version, record.started, record.outputs
             )
@@ -97,7 +97,7 @@ class Monitor:
             drift = self.settings.drift
             state = _Version(
                 ServedRows(drift.window_rows),
-                FirstRows(drift.skew_rows),
+                SkewBlocks(drift.skew_rows),
                 deque(maxlen=self.settings.request_window),
             )
             self._versions[(model, version)] = state
@@ -178,19 +178,39 @@ class Monitor:
     def _skew(
         self, model: str, version: str, state: _Version, profile: dict[str, Any]
     ) -> dict[str, Any]:
-        first = state.first
+        """The latest judged block's verdict (judging the blocks filled since, first)."""
+        skew = state.skew
         with self._skew_lock:
-            if first.report is None and first.full:
-                first.report = skew_report(profile, first, self.settings.drift)
-                if first.report["skewed"]:
+            for _ in range(2):  # the first block if never judged, then the newest
+                taken = skew.take()
+                if taken is None:
+                    break
+                number, block = taken
+                was = skew.report
+                report = skew_report(profile, block, skew.needed, self.settings.drift)
+                report["block"] = number
+                skew.report = report
+                if skew.first is None:
+                    skew.first = {k: report[k] for k in ("block", "rows", "skewed", "features")}
+                if report["skewed"] and not (was and was["skewed"]):
                     logger.warning(
-                        "training/serving skew: %s version %s, first %d rows differ on %s",
+                        "training/serving skew: %s version %s, block %d (%d rows) differs on %s",
                         model,
                         version,
-                        first.report["rows"],
-                        ", ".join(first.report["features"]),
+                        number,
+                        report["rows"],
+                        ", ".join(report["features"]),
                     )
-        return first.report or {"status": f"waiting for rows: {first.rows} of {first.needed}"}
+                elif was and was["skewed"] and not report["skewed"]:
+                    logger.info(
+                        "training/serving skew cleared: %s version %s, block %d is clean",
+                        model,
+                        version,
+                        number,
+                    )
+            if skew.report is None:
+                return {"status": f"waiting for rows: {skew.rows} of {skew.needed}"}
+            return {**skew.report, "first": skew.first}
 
     def profile(self, model: str, version: str) -> dict[str, Any] | None:
         key = (model, version)
