@@ -68,13 +68,16 @@ def batch(
 
     from inferline.batch import FAILED, score
     from inferline.errors import InferlineError
-    from inferline.settings import Settings
+    from inferline.settings import Settings, settings_error
 
     if engine not in ("local", "spark"):
         raise typer.BadParameter("choose local or spark", param_hint="--engine")
     try:
         settings = Settings.load(config, model_dir=model_dir)
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:
+        typer.echo(f"inferline: invalid settings: {settings_error(exc)}", err=True)
+        raise typer.Exit(2) from exc
+    except ValueError as exc:
         typer.echo(f"inferline: invalid settings: {exc}", err=True)
         raise typer.Exit(2) from exc
     try:

@@ -37,11 +37,14 @@ LogLevel = Annotated[str | None, typer.Option(help="debug, info, warning or erro
 def _settings(config: Path | None, **flags: Any) -> Any:
     from pydantic import ValidationError
 
-    from inferline.settings import Settings
+    from inferline.settings import Settings, settings_error
 
     try:
         return Settings.load(config, **flags)
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:
+        typer.echo(f"inferline: invalid settings: {settings_error(exc)}", err=True)
+        raise typer.Exit(2) from exc
+    except ValueError as exc:
         typer.echo(f"inferline: invalid settings: {exc}", err=True)
         raise typer.Exit(2) from exc
 

@@ -16,6 +16,7 @@ from inferline.settings.model import (
     load_model_settings,
 )
 from inferline.settings.monitoring import (
+    ALERT_METRICS,
     AlertRule,
     DriftSettings,
     ModelMonitoring,
@@ -23,9 +24,10 @@ from inferline.settings.monitoring import (
     QualitySettings,
     RetrainHook,
 )
-from inferline.settings.server import Settings
+from inferline.settings.server import Settings, settings_error
 
 __all__ = [
+    "ALERT_METRICS",
     "MODEL_SETTINGS_FILE",
     "AlertRule",
     "BatchingSettings",
@@ -40,4 +42,5 @@ __all__ = [
     "Settings",
     "TensorSpec",
     "load_model_settings",
+    "settings_error",
 ]

@@ -9,6 +9,20 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 Stattest = Literal["auto", "ks", "chisquare", "z", "wasserstein", "jensenshannon", "psi"]
 
+_QUALITY = ("accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse", "r2")
+#: Every figure an alert rule may name; ``drift.feature.<column>`` takes any column.
+ALERT_METRICS = (
+    *(f"quality.{name}" for name in _QUALITY),
+    "drift.share",
+    "drift.dataset",
+    "drift.prediction_share",
+    "skew.share",
+    *(f"latency.{name}" for name in ("p50", "p95", "p99", "mean")),
+    "errors.rate",
+    "requests.rate",
+)
+FEATURE_METRIC = "drift.feature."
+
 
 class DriftSettings(BaseModel):
     """Drift and skew checks; the defaults follow Evidently's (see docs/monitoring.md)."""
@@ -132,6 +146,19 @@ class AlertRule(BaseModel):
     """URL that receives the alert as a JSON POST (a log line is written either way)."""
     retrain: RetrainHook | None = None
     """Retraining pipeline to start when the rule fires."""
+
+    @model_validator(mode="after")
+    def _known_metric(self) -> AlertRule:
+        """A misspelt figure would never breach: refused when the rules load, not ignored."""
+        metric = self.metric
+        if metric in ALERT_METRICS or (
+            metric.startswith(FEATURE_METRIC) and len(metric) > len(FEATURE_METRIC)
+        ):
+            return self
+        known = ", ".join([*ALERT_METRICS, f"{FEATURE_METRIC}<column>"])
+        raise ValueError(
+            f"alert rule {self.name!r} names unknown metric {metric!r}; known metrics: {known}"
+        )
 
 
 class MonitoringSettings(BaseModel):
