@@ -25,7 +25,14 @@ def batch(
             "--output", "-o", help="Output file, or a folder (trailing /) for one file per input."
         ),
     ],
-    version: Annotated[str | None, typer.Option(help="Model version (default: newest).")] = None,
+    version: Annotated[
+        str | None,
+        typer.Option(
+            help="Model version: a number, or an alias of the registry.",
+            show_default="the registry's production alias, else its latest version; "
+            "with --model-dir, the newest version folder",
+        ),
+    ] = None,
     keep: Annotated[
         str | None, typer.Option(help="Columns copied to the output, e.g. id,customer.")
     ] = None,
@@ -106,7 +113,8 @@ def batch(
         raise typer.Exit(FAILED) from exc
     outputs = ", ".join(str(p) for p in summary.outputs)
     typer.echo(
-        f"scored {summary.scored:,} of {summary.rows:,} rows in {summary.seconds:.1f}s "
+        f"scored {summary.scored:,} of {summary.rows:,} rows with {model} version "
+        f"{summary.version} ({summary.chosen}) in {summary.seconds:.1f}s "
         f"({summary.scored / max(summary.seconds, 1e-9):,.0f} rows/s) -> {outputs}",
         err=True,
     )
