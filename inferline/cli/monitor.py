@@ -154,7 +154,7 @@ def profile(
 
     The same profile ``models register --reference`` stores in the registry: the
     features' bins and frequencies, and the model's predictions on them (the model is
-    loaded and run here). A server reads it when the version first serves.
+    loaded and run here). A running server picks it up at its next monitoring round.
     """
     import asyncio
 

@@ -72,7 +72,9 @@ class Monitor:
         #: Figures from the last refresh, per (model, version): what the gauges read.
         self.latest: dict[tuple[str, str], dict[str, Any]] = {}
         self._versions: dict[tuple[str, str], _Version] = {}
-        self._profiles: dict[tuple[str, str], dict[str, Any] | None] = {}
+        #: Found profiles, kept; a miss, with when it was looked up (retried after a round).
+        self._profiles: dict[tuple[str, str], dict[str, Any]] = {}
+        self._missing: dict[tuple[str, str], float] = {}
         self._skew_lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping: asyncio.Event | None = None
@@ -213,10 +215,24 @@ class Monitor:
             return {**skew.report, "first": skew.first}
 
     def profile(self, model: str, version: str) -> dict[str, Any] | None:
+        """The version's reference profile; a missing one is looked up again each round,
+        so a profile written while the version serves (``inferline monitor profile``)
+        is picked up."""
         key = (model, version)
-        if key not in self._profiles:
-            self._profiles[key] = self.profile_for(model, version) if self.profile_for else None
-        return self._profiles[key]
+        found = self._profiles.get(key)
+        if found is not None or self.profile_for is None:
+            return found
+        now = self.clock()
+        last = self._missing.get(key)
+        if last is not None and now - last < self.settings.interval_seconds:
+            return None
+        found = self.profile_for(model, version)
+        if found is None:
+            self._missing[key] = now
+            return None
+        self._missing.pop(key, None)
+        self._profiles[key] = found
+        return found
 
     def figures(
         self, model: str, version: str, since: float | None = None, quality: bool = True

@@ -324,3 +324,20 @@ def test_model_folders_read_reference_profile_json(tmp_path: Path) -> None:
     lookup = folder_profiles(tmp_path)
     assert lookup("fraud", "1") == reference
     assert lookup("fraud", "2") is None and lookup("fraud", "3") is None
+
+
+def test_a_profile_written_while_serving_is_picked_up(tmp_path: Path) -> None:
+    now = [0.0]
+    monitor = Monitor(
+        MonitoringSettings(interval_seconds=10), folder_profiles(tmp_path), clock=lambda: now[0]
+    )
+    rng = np.random.default_rng(10)
+    feed(monitor, rng, 2)
+    assert monitor.drift_report("fraud", "1")["status"] == "no reference profile"
+    (tmp_path / "fraud" / "1").mkdir(parents=True)
+    reference = numeric_profile(draw(rng, 300))
+    (tmp_path / "fraud" / "1" / "reference-profile.json").write_text(json.dumps(reference))
+    assert monitor.drift_report("fraud", "1")["reference"] is False  # looked up this round
+    now[0] = 10.0
+    report = monitor.drift_report("fraud", "1")
+    assert report["reference"] is True and report["status"] == "ok"
