@@ -249,6 +249,31 @@ class DataPlane:
         return versions
 
     # -- inference -------------------------------------------------------------------
+    def check_model(
+        self, name: str, version: str | None, *, protocol: str = "python", request_id: str = ""
+    ) -> None:
+        """Resolve a request's model before its body is read (an unknown model is a 404
+        whatever the body, as in Triton); a miss is counted as :meth:`infer` counts one."""
+        try:
+            self.resolve(name, version)
+        except ModelNotFound as exc:
+            if self.observers:
+                self._notify(
+                    InferenceRecord(
+                        request_id,
+                        name,
+                        "",
+                        protocol,
+                        time.time(),
+                        0.0,
+                        exc.http_status,
+                        {},
+                        None,
+                        exc.message,
+                    )
+                )
+            raise
+
     async def infer(
         self,
         name: str,

@@ -394,3 +394,28 @@ def test_int8_weights_cannot_saturate_cpus_without_vnni(tmp_path: Path) -> None:
         ):
             exact = activations.astype(np.int64) @ matrix.astype(np.int64)
             np.testing.assert_array_equal(_avx2_matmul_integer(activations, matrix), exact)
+
+
+def test_cli_optimize_data_chooses_its_feature_columns(run, tmp_path: Path) -> None:
+    from inferline.registry.profile import profile_columns
+    from inferline.settings import Settings
+
+    run("models", "register", "fraud", str(forest_file(tmp_path)))
+    x, y = table()
+    names = [f"f{i}" for i in range(N_FEATURES)]
+    data = tmp_path / "labelled.csv"
+    rows = np.column_stack([np.arange(len(y)), x, y])
+    np.savetxt(data, rows, delimiter=",", header=",".join(["id", *names, "y"]), comments="")
+    # All eight columns would be features of a six-feature model.
+    assert "reference data has 8 columns" in run("optimize", "fraud", "--data", str(data), code=1)
+    out = run("optimize", "fraud", "--data", str(data), "--exclude", "id,y")
+    assert "600 rows of labelled.csv" in out and "registered fraud version 2" in out
+    settings = Settings()
+    registry = Registry(settings.registry_database, settings.artifact_root)
+    try:
+        profile = registry.get("fraud", 2).profile
+    finally:
+        registry.close()
+    assert profile is not None and list(profile["features"]) == names
+    read_back = np.loadtxt(data, delimiter=",", skiprows=1)[:, 1:-1]
+    assert profile["features"] == profile_columns({n: read_back[:, i] for i, n in enumerate(names)})

@@ -10,6 +10,8 @@ scores columns inside a Spark job of your own.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +26,8 @@ from inferline.batch.source import locate, model_folder
 from inferline.settings import Settings
 
 __all__ = ["COMPLETE", "FAILED", "PARTIAL", "Summary", "score"]
+
+logger = logging.getLogger(__name__)
 
 #: The data plane's element limit protects servers from clients; a batch job sets its own.
 _NO_LIMIT = 1 << 62
@@ -54,10 +58,16 @@ def score(
     ``dest`` ending in ``/`` (or an existing folder) gets one output per input file;
     otherwise it is one file. Rows that fail validation go to ``rejects`` (default:
     beside the output) as JSON lines with their 0-based row number and the error.
+
+    Without ``version``: the registry's ``production`` alias, else its latest version;
+    with a model folder, its newest version. The summary says which, and how.
     """
     server = settings or Settings()
-    folder, version = model_folder(model_dir, server, model, version)
-    model_settings, resolved, version_dir = locate(model, version, folder)
+    folder, asked, chosen = model_folder(model_dir, server, model, version)
+    model_settings, resolved, version_dir = locate(model, asked, folder)
+    if chosen is None:
+        chosen = "as asked" if version else f"newest in {folder}"
+    logger.info("batch: scoring with %s version %s (%s)", model, resolved, chosen)
     job = make_job(
         model,
         resolved,
@@ -73,25 +83,40 @@ def score(
     plane_settings = server.model_copy(update={"model_dir": folder, "max_elements": _NO_LIMIT})
     host = ModelHost(model_settings, resolved, version_dir, plane_settings).start()
     try:
-        plan, schema = plan_job(host, job)
-        if engine == "spark":
-            from inferline.batch.spark import run_spark
-
-            return run_spark(job, plan, schema, folder, master=spark_master, resume=resume)
-        if engine != "local":
-            raise ValueError(f"unknown engine {engine!r}; choose local or spark")
-        from inferline.batch.local import run_local
-
-        label = f"{model} v{resolved}"
-        return run_local(
-            job,
-            Scorer(host, plan, plan.output_schema(schema)),
-            resume=resume,
-            progress=make_progress(progress, label),
-            workers=workers or os.cpu_count() or 2,
-        )
+        label = f"{model} version {resolved} ({chosen})"
+        summary = _run(job, host, folder, engine, spark_master, resume, progress, workers, label)
     finally:
         host.close()
+    return dataclasses.replace(summary, version=resolved, chosen=chosen)
+
+
+def _run(
+    job: Job,
+    host: ModelHost,
+    folder: Path,
+    engine: str,
+    spark_master: str | None,
+    resume: bool,
+    progress: bool | None,
+    workers: int | None,
+    label: str,
+) -> Summary:
+    plan, schema = plan_job(host, job)
+    if engine == "spark":
+        from inferline.batch.spark import run_spark
+
+        return run_spark(job, plan, schema, folder, master=spark_master, resume=resume)
+    if engine != "local":
+        raise ValueError(f"unknown engine {engine!r}; choose local or spark")
+    from inferline.batch.local import run_local
+
+    return run_local(
+        job,
+        Scorer(host, plan, plan.output_schema(schema)),
+        resume=resume,
+        progress=make_progress(progress, label),
+        workers=workers or os.cpu_count() or 2,
+    )
 
 
 def plan_job(host: ModelHost, job: Job) -> tuple[Plan, Any]:

@@ -35,6 +35,9 @@ class Summary:
     outputs: list[Path]
     #: The reject file, or None when no row was rejected.
     rejects: Path | None
+    #: The model version scored with, and how it was chosen (``alias production``...).
+    version: str = ""
+    chosen: str = ""
 
     @property
     def exit_code(self) -> int:

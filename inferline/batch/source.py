@@ -25,19 +25,22 @@ __all__ = ["locate", "model_folder"]
 
 def model_folder(
     model_dir: str | Path | None, settings: Settings, name: str, version: str | None
-) -> tuple[Path, str | None]:
-    """The folder to read ``name`` from and the version to ask it for.
+) -> tuple[Path, str | None, str | None]:
+    """The folder to read ``name`` from, the version to ask it for, and how it was chosen.
 
     The argument, else the settings' ``model_dir``; with neither, the registry's
-    version laid out as a folder (and its number returned).
+    version laid out as a folder, its number, and which rule picked it (``alias
+    production``, ``latest: no production alias``...). A folder's version is picked
+    later, by :func:`locate`: the third value is then None.
     """
     folder = model_dir if model_dir is not None else settings.model_dir
     if folder is not None:
-        return Path(folder), version
+        return Path(folder), version, None
     return _from_registry(settings, name, version)
 
 
-def _from_registry(settings: Settings, name: str, ref: str | None) -> tuple[Path, str]:
+def _from_registry(settings: Settings, name: str, ref: str | None) -> tuple[Path, str, str]:
+    from inferline.registry.records import DEFAULT_ALIAS
     from inferline.registry.store import Registry
     from inferline.runtimes.loader import runtime_class
 
@@ -47,6 +50,11 @@ def _from_registry(settings: Settings, name: str, ref: str | None) -> tuple[Path
         artifact = registry.artifacts.path(record.sha256, record.artifact)
     finally:
         registry.close()
+    if ref is None:
+        production = DEFAULT_ALIAS in record.aliases
+        chosen = f"alias {DEFAULT_ALIAS}" if production else f"latest: no {DEFAULT_ALIAS} alias"
+    else:
+        chosen = "as asked" if str(ref).isdigit() else f"alias {ref}"
     root = settings.home / "batch-models" / f"{name}-{record.version}-{record.sha256[:12]}"
     version_dir = root / name / str(record.version)
     if not version_dir.exists():
@@ -57,7 +65,7 @@ def _from_registry(settings: Settings, name: str, ref: str | None) -> tuple[Path
         (root / name / MODEL_SETTINGS_FILE).write_text(yaml.safe_dump(pinned))
         with contextlib.suppress(FileExistsError):  # a concurrent job laid it out first
             version_dir.symlink_to(artifact.parent, target_is_directory=True)
-    return root, str(record.version)
+    return root, str(record.version), chosen
 
 
 def locate(name: str, version: str | None, model_dir: Path) -> tuple[ModelSettings, str, Path]:

@@ -37,6 +37,8 @@ __all__ = ["run_spark", "udf"]
 _HOSTS: dict[tuple[str, str, str | None], ModelHost] = {}
 _SPARK_FORMATS = {"parquet": "parquet", "csv": "csv", "jsonl": "json"}
 _META = ("__file", "__row", "__error")
+#: The field ``udf(errors="null")`` adds to the returned struct for a row's message.
+_ERROR_FIELD = "error"
 
 
 def pyspark() -> ModuleType:
@@ -237,7 +239,9 @@ def udf(
     signature's order) or with one struct column mapped by name, as files are
     (``udf(F.struct(*df.columns))``). It returns a struct of the prediction columns.
     A row that fails validation fails the task (``errors="raise"``) or gets null
-    predictions and its message in an ``error`` field (``errors="null"``).
+    predictions and its message in an ``error`` field (``errors="null"``); a model
+    with an output column named ``error`` is refused with ``errors="null"``, up front,
+    as ``--keep`` refuses the reject file's field names.
     """
     pa = pyarrow()
     pyspark()
@@ -245,15 +249,21 @@ def udf(
     from pyspark.sql.pandas.functions import pandas_udf
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    path, version = model_folder(model_dir, Settings(), model, version)
+    path, version, _ = model_folder(model_dir, Settings(), model, version)
     folder = str(path.resolve())
     driver = host(folder, model, version)
     inputs, widths = driver.inputs, driver.output_widths()
     positional = _positional_names(inputs)
     plan = make_plan(inputs, widths, positional)
     outputs = plan.output_schema(pa.schema([]))
+    if errors == "null" and _ERROR_FIELD in outputs.names:
+        # The struct would hold two fields named "error": Spark keeps one, silently.
+        raise InvalidInput(
+            f"model {model!r} has an output column named {_ERROR_FIELD!r}, the field "
+            f'errors="null" adds for the message; use errors="raise", or rename the output'
+        )
     returned = (
-        pa.schema([*outputs, pa.field("error", pa.string())]) if errors == "null" else outputs
+        pa.schema([*outputs, pa.field(_ERROR_FIELD, pa.string())]) if errors == "null" else outputs
     )
     resolved = driver.version
 
@@ -280,7 +290,7 @@ def udf(
         if errors == "null":
             messages = np.full(table.num_rows, None, dtype=object)
             messages[rejected] = result.rejects.column("error").to_pylist()
-            frame["error"] = pa.array(messages, type=pa.string())
+            frame[_ERROR_FIELD] = pa.array(messages, type=pa.string())
         return pa.table(frame).to_pandas()
 
     # pyspark reads the hints to pick the UDF kind: objects, not strings, and typing.Union,

@@ -25,7 +25,14 @@ def batch(
             "--output", "-o", help="Output file, or a folder (trailing /) for one file per input."
         ),
     ],
-    version: Annotated[str | None, typer.Option(help="Model version (default: newest).")] = None,
+    version: Annotated[
+        str | None,
+        typer.Option(
+            help="Model version: a number, or an alias of the registry.",
+            show_default="the registry's production alias, else its latest version; "
+            "with --model-dir, the newest version folder",
+        ),
+    ] = None,
     keep: Annotated[
         str | None, typer.Option(help="Columns copied to the output, e.g. id,customer.")
     ] = None,
@@ -68,13 +75,16 @@ def batch(
 
     from inferline.batch import FAILED, score
     from inferline.errors import InferlineError
-    from inferline.settings import Settings
+    from inferline.settings import Settings, settings_error
 
     if engine not in ("local", "spark"):
         raise typer.BadParameter("choose local or spark", param_hint="--engine")
     try:
         settings = Settings.load(config, model_dir=model_dir)
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:
+        typer.echo(f"inferline: {settings_error(exc)}", err=True)
+        raise typer.Exit(2) from exc
+    except ValueError as exc:
         typer.echo(f"inferline: invalid settings: {exc}", err=True)
         raise typer.Exit(2) from exc
     try:
@@ -103,7 +113,8 @@ def batch(
         raise typer.Exit(FAILED) from exc
     outputs = ", ".join(str(p) for p in summary.outputs)
     typer.echo(
-        f"scored {summary.scored:,} of {summary.rows:,} rows in {summary.seconds:.1f}s "
+        f"scored {summary.scored:,} of {summary.rows:,} rows with {model} version "
+        f"{summary.version} ({summary.chosen}) in {summary.seconds:.1f}s "
         f"({summary.scored / max(summary.seconds, 1e-9):,.0f} rows/s) -> {outputs}",
         err=True,
     )

@@ -15,6 +15,7 @@ from inferline.cli.models import app as models_app
 from inferline.cli.monitor import app as monitor_app
 from inferline.cli.optimize import optimize as optimize_command
 from inferline.errors import SettingsError
+from inferline.settings import setting_label
 
 app = typer.Typer(
     name="inferline",
@@ -52,31 +53,14 @@ AllowCodeUpload = Annotated[
 def _settings(config: Path | None, **flags: Any) -> Any:
     from pydantic import ValidationError
 
-    from inferline.settings import Settings
+    from inferline.settings import Settings, settings_error
 
     try:
         return Settings.load(config, **flags)
     except ValidationError as exc:
-        _refuse(*(_setting_problem(error) for error in exc.errors(include_url=False)))
+        _refuse(settings_error(exc))
     except ValueError as exc:  # the settings file: unreadable, or not a mapping
         _refuse(f"invalid settings: {exc}")
-
-
-def _setting_problem(error: Any) -> str:
-    """``monitoring.drift.p_value (INFERLINE_MONITORING__DRIFT__P_VALUE): <why>``."""
-    loc = [str(part) for part in error["loc"]]
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if not loc:
-        return message
-    return f"{_named(loc)}: {message}"
-
-
-def _named(loc: list[str]) -> str:
-    """A setting's dotted name and, for a plain field, the environment variable that sets it."""
-    name = ".".join(loc)
-    if any(part.isdigit() for part in loc):
-        return name
-    return f"{name} (INFERLINE_{'__'.join(loc).upper()})"
 
 
 def _refuse(*problems: str) -> NoReturn:
@@ -100,7 +84,7 @@ def _serve(settings: Any) -> None:
             return
         workers = server.start_workers(settings)
     except SettingsError as exc:
-        _refuse(f"{_named(exc.setting.split('.'))}: {exc.detail}")
+        _refuse(f"{setting_label(exc.setting.split('.'))}: {exc.detail}")
 
     def forward(signum: int, _: Any) -> None:
         for process in workers:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -12,6 +12,9 @@ from rich.table import Table
 
 from inferline.cli._control import Control, ControlError, LocalControl, RemoteControl
 from inferline.settings._files import read_mapping
+
+if TYPE_CHECKING:
+    from inferline.registry.profile import ReferenceData
 
 app = typer.Typer(help="Manage the model registry (local, or a server's with --server).")
 console = Console()
@@ -50,6 +53,23 @@ def _pairs(values: list[str]) -> dict[str, str]:
     return tags
 
 
+def reference_option(
+    path: Path | None, features: str | None, exclude: str | None
+) -> ReferenceData | None:
+    """``--reference``/``--data`` with ``--features``/``--exclude`` (comma-separated)."""
+    if path is None:
+        if features or exclude:
+            raise typer.BadParameter("needs reference data to choose columns from")
+        return None
+    from inferline.registry.profile import ReferenceData
+
+    return ReferenceData(path, _names(features) or None, _names(exclude))
+
+
+def _names(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip()) if value else ()
+
+
 def _read_mapping(path: Path | None, what: str) -> dict[str, Any] | None:
     if path is None:
         return None
@@ -70,6 +90,14 @@ def register(
     reference: Annotated[
         Path | None, typer.Option(help="Training data (Parquet/CSV) to profile.")
     ] = None,
+    features: Annotated[
+        str | None,
+        typer.Option(help="The reference's feature columns, in the model's order: a,b,c."),
+    ] = None,
+    exclude: Annotated[
+        str | None,
+        typer.Option(help="Reference columns that are not features (an id, the label)."),
+    ] = None,
     settings: Annotated[
         Path | None, typer.Option(help="model-settings.yaml (batching, ...).")
     ] = None,
@@ -83,7 +111,7 @@ def register(
         "tags": _pairs(tag or []),
         "metrics": _read_mapping(metrics, "metrics"),
         "settings": _read_mapping(settings, "settings"),
-        "reference": reference,
+        "reference": reference_option(reference, features, exclude),
         "alias": alias,
     }
     try:

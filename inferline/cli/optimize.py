@@ -36,6 +36,14 @@ def optimize(
             show_default="rows drawn from the version's reference profile",
         ),
     ] = None,
+    features: Annotated[
+        str | None,
+        typer.Option(help="--data's feature columns, in the model's order: a,b,c."),
+    ] = None,
+    exclude: Annotated[
+        str | None,
+        typer.Option(help="--data columns that are not features (an id, the label)."),
+    ] = None,
     tolerance: Annotated[
         float | None,
         typer.Option(
@@ -55,11 +63,13 @@ def optimize(
     int8 weights (an ONNX neural network, or an sklearn MLP). Acts on the local
     registry (INFERLINE_HOME, INFERLINE_REGISTRY_URL), not through --server.
     """
+    from inferline.cli.models import reference_option
     from inferline.errors import InferlineError
     from inferline.optimize import optimize as run
     from inferline.registry.store import Registry
     from inferline.settings import Settings
 
+    reference = reference_option(data, features, exclude)
     settings = Settings()
     registry = Registry(settings.registry_database, settings.artifact_root)
 
@@ -71,7 +81,7 @@ def optimize(
                 executor,
                 version=version,
                 quantize=quantize,
-                data=data,
+                data=reference,
                 tolerance=tolerance,
                 alias=alias,
                 dry_run=dry_run,

@@ -23,13 +23,13 @@ from inferline.lifecycle.loading import (
     model_settings,
     signature_of,
 )
-from inferline.registry.profile import profile_columns, read_reference
+from inferline.registry.profile import ReferenceData, profile_columns, reference_data
 from inferline.registry.records import DEFAULT_ALIAS, ModelVersion, check_name
 from inferline.registry.store import Registry, default_actor
 from inferline.runtimes.base import Model
 from inferline.types import DATATYPES
 
-__all__ = ["promote", "register", "rollback"]
+__all__ = ["profile_reference", "promote", "register", "rollback"]
 
 
 async def register(
@@ -43,14 +43,15 @@ async def register(
     description: str = "",
     tags: dict[str, str] | None = None,
     metrics: dict[str, float] | None = None,
-    reference: Path | None = None,
+    reference: Path | ReferenceData | None = None,
     profile: dict[str, Any] | None = None,
     alias: str | None = None,
     actor: str | None = None,
 ) -> ModelVersion:
     """Check the artifact loads and answers, then add it as the next version.
 
-    ``reference`` (training data) is profiled for drift and skew; without it, a
+    ``reference`` (training data, or some of its columns) is profiled for drift and
+    skew; without it, a
     ready ``profile`` is stored as given (a version derived from another one,
     whose answers were checked to agree, keeps its source's).
     """
@@ -78,7 +79,7 @@ async def register(
         raise
     try:
         if reference is not None:
-            profile = await _profile_reference(model, reference)
+            profile = await profile_reference(model, reference)
         record = await asyncio.to_thread(
             registry.register,
             name,
@@ -100,9 +101,9 @@ async def register(
     return record
 
 
-async def _profile_reference(model: Model, reference: Path) -> dict[str, Any]:
+async def profile_reference(model: Model, reference: Path | ReferenceData) -> dict[str, Any]:
     """Profile the reference features and the model's predictions on them."""
-    columns = await asyncio.to_thread(read_reference, reference)
+    columns = await asyncio.to_thread(reference_data(reference).read)
     inputs = _reference_inputs(model, columns)
     outputs = await model.infer(inputs)
     features = {}
@@ -135,7 +136,8 @@ def _reference_inputs(model: Model, columns: dict[str, Any]) -> dict[str, Any]:
         width = spec.shape[1]
         if width not in (-1, len(columns)):
             raise BadRequest(
-                f"reference data has {len(columns)} columns; input {spec.name!r} takes {width}"
+                f"reference data has {len(columns)} columns; input {spec.name!r} takes {width} "
+                "(choose them with --features, or drop the others with --exclude)"
             )
         dtype = DATATYPES[spec.datatype].dtype
         return {spec.name: np.column_stack([columns[c] for c in columns]).astype(dtype)}

@@ -16,6 +16,16 @@ sample, so numeric columns are compared on the reference's own bins:
 
 Numeric columns with few distinct values (few distinct quantile edges) are compared
 bin by bin, as categories: Evidently's rule for ``n_unique <= 5``.
+
+**False alarms.** A report compares k columns at once, so each test runs at
+``p_value / k`` (Bonferroni): a window drawn from the reference's own distribution
+flags any column at most ``p_value`` of the time. A distance only flags drift when
+it reaches its threshold *and* its column's test (KS for Wasserstein, chi-squared
+on the same bins for Jensen-Shannon and PSI) rejects at that level: a distance
+between small samples is mostly noise (its null size shrinks as ``1/sqrt(n)``), and
+the test is what knows how large that noise is. Columns with fewer than
+``min_rows`` served values get no verdict, and chi-squared pools the bins too
+sparse for its approximation (fewer than 10 values on both sides together).
 """
 
 from __future__ import annotations
@@ -25,8 +35,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy import stats
-from scipy.spatial import distance
+from scipy import special, stats
 
 from inferline.settings import DriftSettings
 
@@ -34,10 +43,10 @@ __all__ = [
     "OTHER",
     "chi_squared",
     "compare",
-    "compare_column",
     "jensen_shannon",
     "ks_binned",
     "psi",
+    "score_column",
     "wasserstein_binned",
     "z_test",
 ]
@@ -47,9 +56,12 @@ Array = np.ndarray[Any, Any]
 #: Categories outside the reference's top ones (or never seen in it).
 OTHER = "(other)"
 _P_VALUE_METHODS = frozenset({"ks", "chisquare", "z"})
-_CDF_METHODS = frozenset({"ks", "wasserstein"})
+#: The test whose p-value a distance must also pass: its significance at this sample size.
+_COMPANION = {"wasserstein": "ks", "jensenshannon": "chisquare", "psi": "chisquare"}
 #: Numeric columns with fewer distinct quantile edges are compared as categories.
 _FEW_EDGES = 6
+#: Chi-squared pools bins holding fewer values than this, reference and served together.
+_SPARSE = 10
 
 
 # -- statistics (pure) --------------------------------------------------------------
@@ -66,8 +78,16 @@ def _shares(counts: Array, floor: float) -> Array:
 
 
 def jensen_shannon(reference: Array, served: Array) -> float:
-    """Jensen-Shannon distance (natural log) of two count vectors, as scipy computes it."""
-    return float(distance.jensenshannon(np.asarray(reference, float), np.asarray(served, float)))
+    """Jensen-Shannon distance (natural log) of two count vectors, as scipy computes it.
+
+    scipy's ``jensenshannon`` takes the square root of a divergence that rounding can
+    leave a hair below 0 for equal shares (nan, and a warning); this clips it at 0.
+    """
+    p, q = np.asarray(reference, np.float64), np.asarray(served, np.float64)
+    p, q = p / np.sum(p), q / np.sum(q)
+    m = (p + q) / 2.0
+    divergence = (np.sum(special.rel_entr(p, m)) + np.sum(special.rel_entr(q, m))) / 2.0
+    return float(np.sqrt(max(float(divergence), 0.0)))
 
 
 def chi_squared(reference: Array, served: Array) -> tuple[float, float]:
@@ -153,28 +173,36 @@ def compare(
     settings: DriftSettings,
     reference_rows: int | None,
 ) -> dict[str, Any]:
-    """Each profiled column that was served, then the share that drifted."""
-    results = {}
+    """Each profiled column with enough served values, then the share that drifted.
+
+    The columns compared together are one family of tests: each runs at
+    ``p_value / k`` for k columns (``correction="bonferroni"``).
+    """
+    scored = {}
     for name, entry in profile.items():
         values = columns.get(name)
         if values is None or entry.get("count", 0) == 0:
             continue
-        result = compare_column(name, entry, values, settings, reference_rows)
+        result = score_column(name, entry, values, settings, reference_rows)
         if result is not None:
-            results[name] = result
+            scored[name] = result
+    level = settings.p_value
+    if settings.correction == "bonferroni" and scored:
+        level /= len(scored)
+    results = {name: _verdict(name, result, level, settings) for name, result in scored.items()}
     drifted = sorted(name for name, r in results.items() if r["drifted"])
     share = len(drifted) / len(results) if results else 0.0
-    return {"columns": results, "drifted": drifted, "share": share}
+    return {"columns": results, "drifted": drifted, "share": share, "p_threshold": level}
 
 
-def compare_column(
+def score_column(
     name: str,
     entry: Mapping[str, Any],
     values: Array,
     settings: DriftSettings,
     reference_rows: int | None,
 ) -> dict[str, Any] | None:
-    """One column's verdict with every statistic that applies; None when nothing was served."""
+    """One column's statistics and chosen method; None with fewer than ``min_rows`` values."""
     small = (reference_rows or int(entry["count"])) <= settings.small_reference_rows
     wanted = settings.feature_stattest.get(name, settings.stattest)
     if entry["kind"] == "numeric":
@@ -183,29 +211,27 @@ def compare_column(
         except (TypeError, ValueError):
             return None  # served as text where training had numbers: not comparable
         numbers = numbers[np.isfinite(numbers)]
-        if numbers.size == 0:
+        if numbers.size < settings.min_rows:
             return None
         edges, counts = np.asarray(entry["edges"], float), np.asarray(entry["counts"], float)
         if edges.size >= _FEW_EDGES:
-            return _numeric(name, edges, counts, numbers, entry, small, wanted, settings)
+            return _numeric(edges, counts, numbers, entry, small, wanted)
         labels, reference, served = _binned_as_categories(edges, counts, numbers, entry)
     else:
         texts = _texts(values)
-        if not texts:
+        if len(texts) < settings.min_rows:
             return None
         labels, reference, served = _categories(entry, texts)
-    return _categorical(name, labels, reference, served, small, wanted, settings)
+    return _categorical(labels, reference, served, small, wanted)
 
 
 def _numeric(
-    name: str,
     edges: Array,
     counts: Array,
     values: Array,
     entry: Mapping[str, Any],
     small: bool,
     wanted: str,
-    settings: DriftSettings,
 ) -> dict[str, Any]:
     d, p = ks_binned(edges, counts, values)
     norm = max(float(entry.get("std") or 0.0), 0.001)
@@ -223,24 +249,22 @@ def _numeric(
         "wasserstein": wasserstein_binned(edges, counts, values) / norm,
         "psi": psi(reference, served),
         "jensenshannon": jensen_shannon(reference, served),
-        "chisquare": chi_squared(reference, served)[1],
+        "chisquare": chi_squared(*_pooled(reference, served))[1],
     }
     method = wanted if wanted in scores and wanted != "auto" else ("ks" if small else "wasserstein")
     histogram = {"edges": edges.tolist(), "reference": _norm(reference), "served": _norm(served)}
-    return _verdict(name, "numeric", method, scores, int(values.size), histogram, settings)
+    return _scored("numeric", method, scores, int(values.size), histogram)
 
 
 def _categorical(
-    name: str,
     labels: list[str],
     reference: Array,
     served: Array,
     small: bool,
     wanted: str,
-    settings: DriftSettings,
 ) -> dict[str, Any]:
     scores = {
-        "chisquare": chi_squared(reference, served)[1],
+        "chisquare": chi_squared(*_pooled(reference, served))[1],
         "psi": psi(reference, served),
         "jensenshannon": jensen_shannon(reference, served),
     }
@@ -254,37 +278,63 @@ def _categorical(
     else:
         method = "jensenshannon"
     histogram = {"labels": labels, "reference": _norm(reference), "served": _norm(served)}
-    count = int(np.sum(served))
-    return _verdict(name, "categorical", method, scores, count, histogram, settings)
+    return _scored("categorical", method, scores, int(np.sum(served)), histogram)
+
+
+def _scored(
+    kind: str, method: str, scores: dict[str, float], rows: int, histogram: dict[str, Any]
+) -> dict[str, Any]:
+    return {"kind": kind, "method": method, "stats": scores, "rows": rows, "histogram": histogram}
 
 
 def _verdict(
-    name: str,
-    kind: str,
-    method: str,
-    scores: dict[str, float],
-    rows: int,
-    histogram: dict[str, Any],
-    settings: DriftSettings,
+    name: str, scored: dict[str, Any], level: float, settings: DriftSettings
 ) -> dict[str, Any]:
+    """Tests: p below the family's level. Distances: at the threshold and significant."""
+    method, scores = scored["method"], scored["stats"]
     score = scores[method]
-    if name in settings.feature_threshold:
-        threshold = settings.feature_threshold[name]
-    elif method in _P_VALUE_METHODS:
-        threshold = settings.p_value
+    own = settings.feature_threshold.get(name)
+    if method in _P_VALUE_METHODS:
+        threshold = own if own is not None else level
+        p_value, p_threshold = score, threshold
+        drifted = score < threshold
     else:
-        threshold = settings.psi_threshold if method == "psi" else settings.distance_threshold
-    drifted = score < threshold if method in _P_VALUE_METHODS else score >= threshold
+        default = settings.psi_threshold if method == "psi" else settings.distance_threshold
+        threshold = own if own is not None else default
+        p_value, p_threshold = scores[_COMPANION[method]], level
+        drifted = score >= threshold and p_value < p_threshold
     return {
-        "kind": kind,
+        "kind": scored["kind"],
         "method": method,
         "score": score,
         "threshold": threshold,
+        "p_value": p_value,
+        "p_threshold": p_threshold,
         "drifted": bool(drifted),
-        "rows": rows,
+        "rows": scored["rows"],
         "stats": scores,
-        "histogram": histogram,
+        "histogram": scored["histogram"],
     }
+
+
+def _pooled(reference: Array, served: Array) -> tuple[Array, Array]:
+    """Bins holding fewer than ``_SPARSE`` values on both sides together, as one bin.
+
+    Chi-squared's approximation needs expected counts of about 5 in every cell; a
+    sparse bin (a rare category, a tail past the reference's range) would otherwise
+    make it reject far more often than its p-value says.
+    """
+    sparse = (reference + served) < _SPARSE
+    if np.count_nonzero(sparse) == 0:
+        return reference, served
+    pooled_r = np.append(reference[~sparse], np.sum(reference[sparse]))
+    pooled_s = np.append(served[~sparse], np.sum(served[sparse]))
+    if pooled_r[-1] + pooled_s[-1] < _SPARSE and pooled_r.size > 2:
+        smallest = int(np.argmin((pooled_r + pooled_s)[:-1]))
+        pooled_r[smallest] += pooled_r[-1]
+        pooled_s[smallest] += pooled_s[-1]
+        pooled_r, pooled_s = pooled_r[:-1], pooled_s[:-1]
+    return pooled_r, pooled_s
 
 
 def _binned_as_categories(

@@ -26,7 +26,7 @@ from inferline.monitoring.feedback_join import Pending
 from inferline.monitoring.feedback_store import FeedbackStore, Joined, open_store
 from inferline.monitoring.quality import match_truth, window_report
 from inferline.monitoring.records import InferenceRecord
-from inferline.monitoring.skew import FirstRows, ServedRows, columns, skew_report
+from inferline.monitoring.skew import ServedRows, SkewBlocks, columns, skew_report
 from inferline.registry.store import Registry
 from inferline.settings import ModelMonitoring, MonitoringSettings
 
@@ -44,7 +44,7 @@ PROFILE_FILE = "reference-profile.json"
 @dataclass(slots=True)
 class _Version:
     served: ServedRows
-    first: FirstRows
+    skew: SkewBlocks
     #: (arrival, latency seconds, answered 200)
     requests: deque[tuple[float, float, bool]] = field(default_factory=deque)
 
@@ -72,7 +72,9 @@ class Monitor:
         #: Figures from the last refresh, per (model, version): what the gauges read.
         self.latest: dict[tuple[str, str], dict[str, Any]] = {}
         self._versions: dict[tuple[str, str], _Version] = {}
-        self._profiles: dict[tuple[str, str], dict[str, Any] | None] = {}
+        #: Found profiles, kept; a miss, with when it was looked up (retried after a round).
+        self._profiles: dict[tuple[str, str], dict[str, Any]] = {}
+        self._missing: dict[tuple[str, str], float] = {}
         self._skew_lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping: asyncio.Event | None = None
@@ -86,7 +88,7 @@ class Monitor:
         state.requests.append((record.started, record.latency, ok))
         if ok and record.outputs is not None:
             state.served.add(record.started, record.inputs, record.outputs)
-            state.first.add(record.started, record.inputs, record.outputs)
+            state.skew.add(record.started, record.inputs, record.outputs)
             self.store.remember(
                 record.request_id, record.model, record.version, record.started, record.outputs
             )
@@ -97,7 +99,7 @@ class Monitor:
             drift = self.settings.drift
             state = _Version(
                 ServedRows(drift.window_rows),
-                FirstRows(drift.skew_rows),
+                SkewBlocks(drift.skew_rows),
                 deque(maxlen=self.settings.request_window),
             )
             self._versions[(model, version)] = state
@@ -178,25 +180,59 @@ class Monitor:
     def _skew(
         self, model: str, version: str, state: _Version, profile: dict[str, Any]
     ) -> dict[str, Any]:
-        first = state.first
+        """The latest judged block's verdict (judging the blocks filled since, first)."""
+        skew = state.skew
         with self._skew_lock:
-            if first.report is None and first.full:
-                first.report = skew_report(profile, first, self.settings.drift)
-                if first.report["skewed"]:
+            for _ in range(2):  # the first block if never judged, then the newest
+                taken = skew.take()
+                if taken is None:
+                    break
+                number, block = taken
+                was = skew.report
+                report = skew_report(profile, block, skew.needed, self.settings.drift)
+                report["block"] = number
+                skew.report = report
+                if skew.first is None:
+                    skew.first = {k: report[k] for k in ("block", "rows", "skewed", "features")}
+                if report["skewed"] and not (was and was["skewed"]):
                     logger.warning(
-                        "training/serving skew: %s version %s, first %d rows differ on %s",
+                        "training/serving skew: %s version %s, block %d (%d rows) differs on %s",
                         model,
                         version,
-                        first.report["rows"],
-                        ", ".join(first.report["features"]),
+                        number,
+                        report["rows"],
+                        ", ".join(report["features"]),
                     )
-        return first.report or {"status": f"waiting for rows: {first.rows} of {first.needed}"}
+                elif was and was["skewed"] and not report["skewed"]:
+                    logger.info(
+                        "training/serving skew cleared: %s version %s, block %d is clean",
+                        model,
+                        version,
+                        number,
+                    )
+            if skew.report is None:
+                return {"status": f"waiting for rows: {skew.rows} of {skew.needed}"}
+            return {**skew.report, "first": skew.first}
 
     def profile(self, model: str, version: str) -> dict[str, Any] | None:
+        """The version's reference profile; a missing one is looked up again each round,
+        so a profile written while the version serves (``inferline monitor profile``)
+        is picked up."""
         key = (model, version)
-        if key not in self._profiles:
-            self._profiles[key] = self.profile_for(model, version) if self.profile_for else None
-        return self._profiles[key]
+        found = self._profiles.get(key)
+        if found is not None or self.profile_for is None:
+            return found
+        now = self.clock()
+        last = self._missing.get(key)
+        if last is not None and now - last < self.settings.interval_seconds:
+            return None
+        found = self.profile_for(model, version)
+        if found is None:
+            self._missing[key] = now
+            return None
+        self._missing.pop(key, None)
+        self._profiles[key] = found
+        return found
 
     def figures(
         self, model: str, version: str, since: float | None = None, quality: bool = True

@@ -131,9 +131,14 @@ def _skew(report: dict[str, Any]) -> str:
     if "skewed" not in skew:
         return f"<h3>Training/serving skew</h3><p>{escape(str(skew.get('status', 'n/a')))}</p>"
     found = ", ".join(skew["features"]) or "none"
+    first = skew.get("first") or {}
+    since = ""
+    if first and first.get("block") != skew.get("block"):
+        was = ", ".join(first["features"]) or "none"
+        since = f" The first block's skewed features: {escape(was)}."
     return (
-        f"<h3>Training/serving skew</h3><p>First {skew['rows']} rows after going live: "
-        f"skewed features: {escape(found)}.</p>"
+        f"<h3>Training/serving skew</h3><p>Block {skew.get('block', 1)} "
+        f"({skew['rows']} rows) since going live: skewed features: {escape(found)}.{since}</p>"
     )
 
 

@@ -1,9 +1,12 @@
-"""What a version served, as columns: the sliding drift window and the first rows for skew.
+"""What a version served, as columns: the sliding drift window and the blocks for skew.
 
 Training/serving skew is a difference that is there from a version's first
 requests (a feature computed differently online than in training); slow drift
-creeps in later. So the first ``skew_rows`` rows a version serves are kept apart,
-compared with the reference once, and reported on their own.
+creeps in later. So the rows a version serves are also cut into consecutive blocks
+of ``skew_rows``, from the first one on; each complete block is compared with the
+reference once, and the latest judged block is the skew verdict. A verdict is
+never final: a fixed pipeline, or a chance alarm, clears with the next clean block,
+and the first block's verdict stays in the report.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from inferline.monitoring.drift import compare
 from inferline.runtimes.base import count_rows
 from inferline.settings import DriftSettings
 
-__all__ = ["FirstRows", "ServedRows", "columns", "skew_report"]
+__all__ = ["ServedRows", "SkewBlocks", "columns", "skew_report"]
 
 Array = np.ndarray[Any, Any]
 Tensors = Mapping[str, Array]
@@ -47,25 +50,46 @@ class ServedRows:
         return [e for e in self._entries.copy() if since is None or e[0] >= since]
 
 
-class FirstRows:
-    """The first ``needed`` rows a version served; then it stops taking more."""
+class SkewBlocks:
+    """Consecutive blocks of ``needed`` rows; the event loop fills, a thread judges.
+
+    ``add`` only appends (and hands a full block over through one-slot deques, whose
+    ``append`` and ``popleft`` are atomic under the GIL); ``take`` gives the thread the
+    first block if it was never judged, else the latest full block not judged yet.
+    Blocks that fill between two judgements are skipped: the newest is what the
+    verdict should describe.
+    """
 
     def __init__(self, needed: int) -> None:
         self.needed = needed
+        #: Rows in the block being filled.
         self.rows = 0
-        self.entries: list[Entry] = []
-        #: The skew report, computed once when full.
+        #: Complete blocks so far.
+        self.blocks = 0
+        self._entries: list[Entry] = []
+        #: (block number from 1, its entries), waiting to be judged.
+        self._first: deque[tuple[int, list[Entry]]] = deque(maxlen=1)
+        self._full: deque[tuple[int, list[Entry]]] = deque(maxlen=1)
+        #: The latest verdict, and the first block's (both set by the judging thread).
         self.report: dict[str, Any] | None = None
-
-    @property
-    def full(self) -> bool:
-        return self.rows >= self.needed
+        self.first: dict[str, Any] | None = None
 
     def add(self, at: float, inputs: Tensors, outputs: Tensors) -> None:
-        if self.rows < self.needed:
-            rows = count_rows(outputs)
-            self.entries.append((at, rows, inputs, outputs))
-            self.rows += rows
+        rows = count_rows(outputs)
+        self._entries.append((at, rows, inputs, outputs))
+        self.rows += rows
+        if self.rows >= self.needed:
+            self.blocks += 1
+            (self._full if self.blocks > 1 else self._first).append((self.blocks, self._entries))
+            self._entries, self.rows = [], 0
+
+    def take(self) -> tuple[int, list[Entry]] | None:
+        for ready in (self._first, self._full):
+            try:
+                return ready.popleft()
+            except IndexError:
+                continue
+        return None
 
 
 def columns(
@@ -114,13 +138,13 @@ def _joined(parts: dict[str, list[Array]], max_rows: int | None) -> dict[str, Ar
 
 
 def skew_report(
-    profile: Mapping[str, Any], first: FirstRows, settings: DriftSettings
+    profile: Mapping[str, Any], block: list[Entry], needed: int, settings: DriftSettings
 ) -> dict[str, Any]:
-    """First rows against the reference: any drifted input feature is skew."""
-    served, _ = columns(first.entries, list(profile.get("features", {})), first.needed)
+    """One block against the reference: any drifted input feature is skew."""
+    served, _ = columns(block, list(profile.get("features", {})), needed)
     result = compare(profile.get("features", {}), served, settings, profile.get("rows"))
     return {
-        "rows": min(first.rows, first.needed),
+        "rows": max((len(v) for v in served.values()), default=0),
         "skewed": bool(result["drifted"]),
         "features": result["drifted"],
         "share": result["share"],

@@ -22,7 +22,7 @@ import numpy as np
 
 from inferline.errors import BadRequest
 from inferline.lifecycle.changes import _reference_inputs
-from inferline.registry.profile import read_reference
+from inferline.registry.profile import ReferenceData, reference_data
 from inferline.registry.records import ModelVersion
 from inferline.runtimes.base import Model, Outputs, count_rows
 from inferline.settings import TensorSpec
@@ -74,17 +74,24 @@ class OutputCheck:
         return f"max |difference| {self.max_difference:.2e}"
 
 
-def reference(model: Model, record: ModelVersion, data: Path | None, rows: int = ROWS) -> Reference:
+def reference(
+    model: Model,
+    record: ModelVersion,
+    data: Path | ReferenceData | None,
+    rows: int = ROWS,
+) -> Reference:
     """The rows to compare on: ``data``, else the stored profile, else random normal rows."""
     if data is not None:
-        inputs = _reference_inputs(model, read_reference(data))
+        chosen = reference_data(data)
+        inputs = _reference_inputs(model, chosen.read())
         count = count_rows(inputs)
+        name = chosen.path.name
         if count == 0:
-            raise BadRequest(f"{data.name} holds no rows")
+            raise BadRequest(f"{name} holds no rows")
         if count > MAX_ROWS:
             inputs = {name: array[:MAX_ROWS] for name, array in inputs.items()}
             count = MAX_ROWS
-        return Reference(inputs, count, f"{count} rows of {data.name}")
+        return Reference(inputs, count, f"{count} rows of {name}")
     rng = np.random.default_rng(SEED)
     features = (record.profile or {}).get("features") or {}
     sampled = _from_profile(model.inputs, features, rows, rng)

@@ -23,6 +23,7 @@ from inferline.errors import BadRequest, ConversionRefused, InferlineError
 from inferline.lifecycle.loading import load_checked, model_settings, signature_of
 from inferline.optimize import check
 from inferline.optimize.check import OutputCheck
+from inferline.registry.profile import ReferenceData
 from inferline.registry.records import ModelVersion, check_alias
 from inferline.registry.store import Registry, default_actor
 from inferline.runtimes.base import Inputs, Model
@@ -73,7 +74,7 @@ async def optimize(
     *,
     version: str | int | None = None,
     quantize: bool = False,
-    data: Path | None = None,
+    data: Path | ReferenceData | None = None,
     tolerance: float | None = None,
     alias: str | None = None,
     dry_run: bool = False,
@@ -117,7 +118,7 @@ async def _optimize(
     record: ModelVersion,
     executor: Executor,
     quantize: bool,
-    data: Path | None,
+    data: Path | ReferenceData | None,
     tolerance: float,
     alias: str | None,
     dry_run: bool,

@@ -7,6 +7,8 @@ with the version at registration.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import numpy as np
 
 from inferline.errors import BadRequest
 
-__all__ = ["profile_columns", "read_reference"]
+__all__ = ["ReferenceData", "profile_columns", "read_reference", "reference_data", "select_columns"]
 
 BINS = 10
 TOP_CATEGORIES = 50
@@ -41,6 +43,50 @@ def read_reference(path: Path) -> dict[str, np.ndarray[Any, Any]]:
     except OSError as exc:
         raise BadRequest(f"cannot read reference data {path}: {exc}") from exc
     return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceData:
+    """A reference data file, and which of its columns are the model's features.
+
+    ``features`` names them, in the model's order; ``exclude`` drops columns that are
+    not features (an id, the label). Neither: every column, in the file's order.
+    """
+
+    path: Path
+    features: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+
+    def read(self) -> dict[str, np.ndarray[Any, Any]]:
+        columns = read_reference(self.path)
+        return select_columns(columns, self.features, self.exclude, self.path.name)
+
+
+def reference_data(source: Path | ReferenceData) -> ReferenceData:
+    """A path alone means every column."""
+    return source if isinstance(source, ReferenceData) else ReferenceData(source)
+
+
+def select_columns(
+    columns: dict[str, np.ndarray[Any, Any]],
+    features: Sequence[str] | None,
+    exclude: Sequence[str],
+    source: str,
+) -> dict[str, np.ndarray[Any, Any]]:
+    """The chosen columns, in order; a name the data lacks is refused, naming its columns."""
+    if features and exclude:
+        raise BadRequest("choose the reference's columns with --features or --exclude, not both")
+    unknown = [name for name in [*(features or ()), *exclude] if name not in columns]
+    if unknown:
+        raise BadRequest(
+            f"reference data {source} has no column(s) {', '.join(unknown)}; "
+            f"its columns: {', '.join(columns)}"
+        )
+    dropped = set(exclude)
+    chosen = list(features) if features else [name for name in columns if name not in dropped]
+    if not chosen:
+        raise BadRequest(f"reference data {source}: --exclude leaves no columns")
+    return {name: columns[name] for name in chosen}
 
 
 def profile_columns(columns: dict[str, np.ndarray[Any, Any]]) -> dict[str, Any]:

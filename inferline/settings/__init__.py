@@ -16,6 +16,7 @@ from inferline.settings.model import (
     load_model_settings,
 )
 from inferline.settings.monitoring import (
+    ALERT_METRICS,
     AlertRule,
     DriftSettings,
     ModelMonitoring,
@@ -24,9 +25,10 @@ from inferline.settings.monitoring import (
     RetrainHook,
 )
 from inferline.settings.security import AuthSettings, JwtSettings, RateLimitSettings
-from inferline.settings.server import Settings
+from inferline.settings.server import Settings, setting_label, settings_error
 
 __all__ = [
+    "ALERT_METRICS",
     "MODEL_SETTINGS_FILE",
     "AlertRule",
     "AuthSettings",
@@ -44,4 +46,6 @@ __all__ = [
     "Settings",
     "TensorSpec",
     "load_model_settings",
+    "setting_label",
+    "settings_error",
 ]

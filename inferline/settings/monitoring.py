@@ -9,6 +9,20 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 Stattest = Literal["auto", "ks", "chisquare", "z", "wasserstein", "jensenshannon", "psi"]
 
+_QUALITY = ("accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse", "r2")
+#: Every figure an alert rule may name; ``drift.feature.<column>`` takes any column.
+ALERT_METRICS = (
+    *(f"quality.{name}" for name in _QUALITY),
+    "drift.share",
+    "drift.dataset",
+    "drift.prediction_share",
+    "skew.share",
+    *(f"latency.{name}" for name in ("p50", "p95", "p99", "mean")),
+    "errors.rate",
+    "requests.rate",
+)
+FEATURE_METRIC = "drift.feature."
+
 
 class DriftSettings(BaseModel):
     """Drift and skew checks; the defaults follow Evidently's (see docs/monitoring.md)."""
@@ -18,9 +32,10 @@ class DriftSettings(BaseModel):
     window_rows: int = Field(default=1000, ge=1)
     """Most recent served rows per model version that drift is measured on."""
     min_rows: int = Field(default=50, ge=1)
-    """Fewer served rows than this: no drift verdict yet (small windows are noise)."""
+    """Fewer served rows than this (in the window, or values in a column): no verdict yet."""
     skew_rows: int = Field(default=200, ge=1)
-    """The first rows a version serves are checked once against its reference (skew)."""
+    """Skew is judged on consecutive blocks of this many rows since a version went live;
+    the latest judged block gives the verdict, so it clears once a block is clean."""
     small_reference_rows: int = Field(default=1000, ge=1)
     """References up to this many rows use tests (KS, chi-squared, z); larger ones use
     distances (Wasserstein, Jensen-Shannon)."""
@@ -29,14 +44,21 @@ class DriftSettings(BaseModel):
     feature_stattest: dict[str, Stattest] = Field(default_factory=dict)
     """Method per column name, over ``stattest``."""
     p_value: float = Field(default=0.05, gt=0, lt=1)
-    """Tests (ks, chisquare, z) flag drift when their p-value is below this."""
+    """False-positive rate of one report: with ``bonferroni`` each of its k columns'
+    tests (ks, chisquare, z) flags drift when its p-value is below ``p_value / k``."""
+    correction: Literal["bonferroni", "none"] = "bonferroni"
+    """Multiple testing: ``bonferroni`` divides ``p_value`` by the number of columns
+    compared together; ``none`` tests each column at ``p_value`` (about ``k * p_value``
+    false alarms per report)."""
     distance_threshold: float = Field(default=0.1, gt=0)
     """Distances (wasserstein normed by the reference's std, jensenshannon) flag drift at
-    or above this."""
+    or above this, when the column's test (ks; chisquare) also rejects at the report's
+    level: at small sample sizes a distance is mostly noise."""
     psi_threshold: float = Field(default=0.1, gt=0)
-    """PSI flags drift at or above this."""
+    """PSI flags drift at or above this, when chi-squared on the same bins also rejects."""
     feature_threshold: dict[str, float] = Field(default_factory=dict)
-    """Threshold per column name, over the method's default."""
+    """Threshold per column name, over the method's default (a test's is used as given,
+    not divided)."""
     drift_share: float = Field(default=0.5, gt=0, le=1)
     """The data set drifts when at least this share of its input features drift."""
 
@@ -124,6 +146,19 @@ class AlertRule(BaseModel):
     """URL that receives the alert as a JSON POST (a log line is written either way)."""
     retrain: RetrainHook | None = None
     """Retraining pipeline to start when the rule fires."""
+
+    @model_validator(mode="after")
+    def _known_metric(self) -> AlertRule:
+        """A misspelt figure would never breach: refused when the rules load, not ignored."""
+        metric = self.metric
+        if metric in ALERT_METRICS or (
+            metric.startswith(FEATURE_METRIC) and len(metric) > len(FEATURE_METRIC)
+        ):
+            return self
+        known = ", ".join([*ALERT_METRICS, f"{FEATURE_METRIC}<column>"])
+        raise ValueError(
+            f"alert rule {self.name!r} names unknown metric {metric!r}; known metrics: {known}"
+        )
 
 
 class MonitoringSettings(BaseModel):

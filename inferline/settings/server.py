@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferline.settings._files import read_mapping
@@ -139,3 +139,21 @@ def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
             _merge(into[key], value)
         else:
             into[key] = value
+
+
+def settings_error(exc: ValidationError) -> str:
+    """A validation error on one line: ``where (INFERLINE_…): why`` per error, ``;`` between."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = [str(part) for part in error["loc"]]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{setting_label(loc)}: {message}" if loc else message)
+    return "; ".join(parts)
+
+
+def setting_label(loc: list[str]) -> str:
+    """A setting's dotted name and, for a plain field, the environment variable that sets it."""
+    name = ".".join(loc)
+    if any(part.isdigit() for part in loc):
+        return name
+    return f"{name} (INFERLINE_{'__'.join(loc).upper()})"

@@ -217,7 +217,7 @@ def test_plain_progress_lines_when_not_a_terminal(model_dir: Path, tmp_path: Pat
     done = run_cli(
         "demo", path, "-o", tmp_path / "o.parquet", "--keep", "id", "--model-dir", model_dir
     )
-    assert "demo v1: 100 rows of 100 (100%)" in done.stderr
+    assert f"demo version 1 (newest in {model_dir}): 100 rows of 100 (100%)" in done.stderr
     assert "rows/s" in done.stderr and "0 rejected" in done.stderr
 
 

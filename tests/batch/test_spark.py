@@ -94,3 +94,29 @@ def test_udf_inside_a_user_spark_job(spark: Any, model_dir: Path, tmp_path: Path
     strict = udf("ranged", model_dir=model_dir)
     with pytest.raises(Exception, match="above the allowed maximum"):  # Spark wraps the error
         ranged.select(strict(F.struct("a", "b", "c"))).collect()
+
+
+def test_udf_refuses_errors_null_when_an_output_is_named_error(spark: Any, tmp_path: Path) -> None:
+    """The struct would carry two "error" fields; refused before any row is scored."""
+    from inferline.errors import InvalidInput
+    from inferline.spark import udf
+
+    (tmp_path / "flagged" / "1").mkdir(parents=True)
+    (tmp_path / "flagged" / "model-settings.yaml").write_text(
+        "runtime: python\n"
+        "inputs:\n  - {name: x, datatype: FP64, shape: [-1, 2]}\n"
+        "outputs:\n  - {name: score, datatype: FP64, shape: [-1]}\n"
+        "  - {name: error, datatype: FP64, shape: [-1]}\n"
+    )
+    (tmp_path / "flagged" / "1" / "model.py").write_text(
+        "class Model:\n"
+        "    def predict(self, inputs):\n"
+        "        x = inputs['x']\n"
+        "        return {'score': x.sum(axis=1), 'error': x[:, 0] - x[:, 1]}\n"
+    )
+    with pytest.raises(InvalidInput, match=r"output column named 'error'.*errors=\"raise\""):
+        udf("flagged", model_dir=tmp_path, errors="null")
+    frame = spark.createDataFrame([(1.0, 0.5)], "a double, b double")
+    strict = udf("flagged", model_dir=tmp_path)  # errors="raise" adds no field: no clash
+    row = frame.select(strict("a", "b").alias("p")).select("p.score", "p.error").collect()[0]
+    assert tuple(row) == (1.5, 0.5)

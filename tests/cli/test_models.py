@@ -64,3 +64,63 @@ def test_register_list_show_and_refusals(run, tmp_path: Path) -> None:
 def test_remote_errors_are_reported(run) -> None:
     out = run("list", "--server", "http://127.0.0.1:9", code=1)
     assert "cannot reach" in out
+
+
+def test_register_reference_chooses_its_feature_columns(run, tmp_path: Path) -> None:
+    import numpy as np
+    import onnxruntime
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from inferline.cli.demo import N_FEATURES, demo_data
+    from inferline.registry.profile import profile_columns
+    from inferline.registry.store import Registry
+    from inferline.settings import Settings
+
+    model = forest_file(tmp_path / "a", seed=1)
+    x, y = demo_data(300)
+    x = x.astype(np.float32)
+    names = [f"f{i}" for i in range(N_FEATURES)]
+    columns = {"id": np.arange(300), **{n: x[:, i] for i, n in enumerate(names)}, "label": y}
+    data = tmp_path / "train.parquet"
+    pq.write_table(pa.table(columns), data)
+
+    # Every column would be a feature: an id and the label too many for a [-1, 20] input.
+    refused = run("register", "fraud", str(model), "--reference", str(data), code=1)
+    assert "reference data has 22 columns; input 'input' takes 20" in refused
+    assert "--features" in refused and "--exclude" in refused
+    unknown = run(
+        "register", "fraud", str(model), "--reference", str(data), "--exclude", "nope", code=1
+    )
+    assert "train.parquet has no column(s) nope; its columns: id, f0, f1" in unknown
+    both = ["--features", "f0", "--exclude", "id"]
+    assert "not both" in run(
+        "register", "fraud", str(model), "--reference", str(data), *both, code=1
+    )
+    assert "needs reference data" in run("register", "fraud", str(model), "--exclude", "id", code=2)
+
+    run("register", "fraud", str(model), "--reference", str(data), "--exclude", "id,label")
+    run("register", "fraud", str(model), "--reference", str(data), "--features", ",".join(names))
+    settings = Settings()
+    registry = Registry(settings.registry_database, settings.artifact_root)
+    try:
+        profiles = [registry.get("fraud", v).profile for v in (1, 2)]
+    finally:
+        registry.close()
+    label, probabilities = onnxruntime.InferenceSession(
+        str(model), providers=["CPUExecutionProvider"]
+    ).run(None, {"input": x})
+    assert profiles[0] == profiles[1]
+    profile = profiles[0]
+    assert profile["rows"] == 300
+    assert profile["features"] == profile_columns({n: x[:, i] for i, n in enumerate(names)})
+    # Predictions: the model run here (onnxruntime's threads may round the last bit apart).
+    predicted = profile_columns(
+        {"label": label, **{f"probabilities_{i}": probabilities[:, i] for i in range(2)}}
+    )
+    assert profile["predictions"]["label"] == predicted["label"]
+    for name in ("probabilities_0", "probabilities_1"):
+        got, want = profile["predictions"][name], predicted[name]
+        assert got["count"] == want["count"]
+        assert np.allclose(got["edges"], want["edges"], atol=1e-6)
+        assert np.isclose(got["mean"], want["mean"], atol=1e-6)

@@ -207,3 +207,60 @@ async def test_an_unreachable_webhook_is_logged_not_raised(
     messages = [r.getMessage() for r in caplog.records]
     assert any("alert x fired" in m for m in messages)
     assert any("webhook http://127.0.0.1:9/ failed" in m for m in messages)
+
+
+# -- rules name figures that exist --------------------------------------------------------
+def test_a_rule_naming_an_unknown_metric_is_refused_when_the_rules_load() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as refused:
+        AlertRule(name="f1-drop", metric="quality.f1score", op="<", threshold=0.8)
+    message = str(refused.value)
+    assert "alert rule 'f1-drop' names unknown metric 'quality.f1score'" in message
+    assert "known metrics: quality.accuracy" in message and "drift.feature.<column>" in message
+    for bad in ("drift.feature.", "latency.p90", "drift"):
+        with pytest.raises(ValidationError, match="unknown metric"):
+            AlertRule(name="x", metric=bad, threshold=1)
+    assert AlertRule(name="x", metric="drift.feature.amount", threshold=0.1)
+
+
+def test_every_figure_the_monitor_computes_is_a_known_metric() -> None:
+    from inferline.monitoring.alerts import flatten, request_figures
+    from inferline.settings import ALERT_METRICS
+
+    quality = {"metrics": dict.fromkeys(["accuracy", "precision", "recall", "f1", "roc_auc"], 1.0)}
+    quality["metrics"].update(dict.fromkeys(["mae", "rmse", "r2"], 1.0))
+    column = {"score": 0.1}
+    drift = {
+        "status": "ok",
+        "share": 0.0,
+        "dataset_drift": False,
+        "prediction_share": 0.0,
+        "features": {"amount": column},
+        "predictions": {},
+        "skew": {"share": 0.0},
+    }
+    figures = flatten(quality, drift, request_figures([(0.0, 0.1, True)], 1.0, None))
+    assert set(figures) == {*ALERT_METRICS, "drift.feature.amount"}
+
+
+def test_the_cli_refuses_an_unknown_metric_in_one_line_with_exit_code_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from inferline.cli.main import app
+
+    config = tmp_path / "settings.yaml"
+    config.write_text(
+        "monitoring:\n  alerts:\n    - {name: slow, metric: latency.p90, threshold: 0.25}\n"
+    )
+    # A missing model folder too: were the rule accepted, serve would stop there, not serve.
+    missing = str(tmp_path / "no-models")
+    result = CliRunner().invoke(app, ["serve", "--config", str(config), "--model-dir", missing])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert re.match(
+        r"inferline: (invalid settings: )?monitoring\.alerts\.0: "
+        r"alert rule 'slow' names unknown metric 'latency\.p90'; known metrics: quality\.",
+        lines[0],
+    ), lines[0]

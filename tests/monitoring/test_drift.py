@@ -1,7 +1,7 @@
 """Drift statistics against scipy's, verdicts on synthetic shifts, dataset drift and skew.
 
-A test at p < 0.05 flags a clean column now and then (about 1 in 40 windows here:
-the binned KS is conservative); every seed is fixed, so every verdict is too.
+A report tests each of its k columns at 0.05 / k, so a clean window flags anything at
+most 5 % of the time; every seed is fixed, so every verdict is too.
 """
 
 from __future__ import annotations
@@ -135,13 +135,103 @@ def test_shifted_features_are_flagged_exactly(
 def test_methods_and_thresholds_are_configurable() -> None:
     rng = np.random.default_rng(5)
     reference = profile(draw(rng, 800))
-    settings = DriftSettings(
-        stattest="psi", feature_stattest={"age": "wasserstein"}, feature_threshold={"age": 1e-6}
-    )
-    result = compare(reference["features"], draw(rng, 1000), settings, 800)
+    served = draw(rng, 1000)
+    served["age"] = served["age"] + 5  # half a std
+    settings = DriftSettings(stattest="psi", feature_stattest={"age": "wasserstein"})
+    result = compare(reference["features"], served, settings, 800)
     assert result["columns"]["amount"]["method"] == "psi"
-    assert result["columns"]["age"]["method"] == "wasserstein"
-    assert result["drifted"] == ["age"]  # any distance at all passes a threshold of 1e-6
+    age = result["columns"]["age"]
+    assert age["method"] == "wasserstein" and age["threshold"] == 0.1
+    assert age["score"] >= 0.1 and age["p_value"] < result["p_threshold"]
+    assert result["drifted"] == ["age"]
+    # A column's own threshold: the same distance, now under it.
+    lenient = settings.model_copy(update={"feature_threshold": {"age": 1.0}})
+    assert compare(reference["features"], served, lenient, 800)["drifted"] == []
+
+
+def test_proportional_counts_are_zero_apart_with_no_warning() -> None:
+    # scipy's jensenshannon takes the root of a divergence rounded below 0 here: nan.
+    reference = np.array([0.0, 63, 51, 26, 30, 4, 7, 1, 17, 81, 64, 91, 0])
+    assert jensen_shannon(reference, reference * 15) == pytest.approx(0.0, abs=1e-7)
+
+
+# -- false alarms: a sample of the reference's own distribution -------------------------
+EIGHT = ["amount", "age", "ratio", "is_new", "country", "channel", "visits", "city"]
+CITIES = [f"c{i}" for i in range(30)]
+CITY_SHARES = np.r_[np.full(10, 0.07), np.full(20, 0.015)]  # a long tail of rare values
+
+
+def draw_eight(rng: np.random.Generator, rows: int, shift: frozenset[str] = frozenset()) -> dict:
+    """The six columns, a count and a 30-valued category with rare values."""
+    columns = draw(rng, rows, shift)
+    columns["visits"] = rng.poisson(4.0 + 1.5 * ("visits" in shift), rows).astype(np.float64)
+    columns["city"] = rng.choice(
+        CITIES, rows, p=CITY_SHARES[::-1] if "city" in shift else CITY_SHARES
+    )
+    return columns
+
+
+@pytest.mark.parametrize(
+    ("reference_rows", "window"),
+    [
+        (300, DriftSettings().window_rows),  # a small reference: tests
+        (5000, DriftSettings().window_rows),  # a large one: distances
+        (300, DriftSettings().skew_rows),  # a skew block
+        (5000, DriftSettings().skew_rows),
+        (5000, DriftSettings().min_rows),  # the smallest window with a verdict
+    ],
+)
+def test_in_distribution_windows_raise_at_most_the_stated_false_positive_rate(
+    reference_rows: int, window: int
+) -> None:
+    """50 windows drawn like the reference: at most p_value of them flag any column."""
+    settings = DriftSettings()
+    rng = np.random.default_rng(reference_rows + window)
+    reference = profile(draw_eight(rng, reference_rows))
+    alarms = []
+    for _ in range(50):
+        result = compare(reference["features"], draw_eight(rng, window), settings, reference_rows)
+        assert len(result["columns"]) == len(EIGHT)
+        alarms.append(result["drifted"])
+    flagged = [names for names in alarms if names]
+    assert len(flagged) <= settings.p_value * len(alarms), flagged
+
+
+def test_a_real_shift_is_still_detected_at_the_default_window() -> None:
+    settings = DriftSettings()
+    rng = np.random.default_rng(21)
+    raw = draw_eight(rng, 800)
+    reference = profile(raw)
+    shifted = frozenset({"amount", "ratio", "country", "visits", "city"})
+    served = draw_eight(rng, settings.window_rows, shifted)
+    result = compare(reference["features"], served, settings, 800)
+    assert set(result["drifted"]) == shifted
+    assert result["p_threshold"] == pytest.approx(settings.p_value / len(EIGHT))
+    # The statistics behind the verdicts, against scipy's on the same raw data.
+    for name in ("amount", "ratio"):
+        column = result["columns"][name]
+        exact = stats.ks_2samp(raw[name], served[name], method="asymp")
+        assert column["method"] == "ks"
+        assert column["stats"]["ks_statistic"] <= exact.statistic  # binned: never overstated
+        assert column["p_value"] >= exact.pvalue and column["p_value"] < 1e-6
+    for name in ("country", "city"):
+        labels = sorted(set(raw[name]) | set(served[name]))
+        table = np.array([[np.sum(raw[name] == v) for v in labels],
+                          [np.sum(served[name] == v) for v in labels]])  # fmt: skip
+        exact = stats.chi2_contingency(table, correction=False)
+        column = result["columns"][name]
+        assert column["method"] == "chisquare" and column["p_value"] < 1e-6
+        if name == "country":  # no sparse bins to pool: exactly scipy's test
+            assert column["p_value"] == pytest.approx(exact.pvalue, rel=1e-9)
+
+
+def test_columns_with_too_few_values_get_no_verdict() -> None:
+    rng = np.random.default_rng(22)
+    reference = profile(draw(rng, 800))
+    served = draw(rng, 100)
+    served["age"] = np.where(np.arange(100) < 40, served["age"], np.nan)  # 40 values < 50
+    result = compare(reference["features"], served, DriftSettings(), 800)
+    assert "age" not in result["columns"] and len(result["columns"]) == len(NAMES) - 1
 
 
 # -- through the monitor: dataset drift, prediction drift, skew -------------------------
@@ -190,7 +280,7 @@ def test_dataset_and_prediction_drift_from_served_requests() -> None:
     assert figures["drift.share"] == pytest.approx(2 / 3) and figures["drift.dataset"] == 1.0
 
 
-def test_skew_fires_on_a_skewed_first_window_only() -> None:
+def test_skew_is_judged_per_block_and_clears_when_a_block_is_clean() -> None:
     rng = np.random.default_rng(17)
     reference = numeric_profile(draw(rng, 800))
     settings = MonitoringSettings(drift=DriftSettings(window_rows=500, skew_rows=200))
@@ -199,12 +289,18 @@ def test_skew_fires_on_a_skewed_first_window_only() -> None:
         columns = draw(rng, 50)
         columns["amount"] = columns["amount"] * 100
         skewed.observe(record(i, columns))
-    feed(skewed, rng, 20)  # then clean traffic fills the drift window
     report = skewed.drift_report("fraud", "1")
     assert report["skew"]["skewed"] and report["skew"]["features"] == ["amount"]
-    assert report["skew"]["rows"] == 200
-    assert report["drifted"] == []  # the slow-drift window is clean by now
+    assert report["skew"]["rows"] == 200 and report["skew"]["block"] == 1
     assert skewed.figures("fraud", "1")["skew.share"] == pytest.approx(1 / 3)
+
+    feed(skewed, rng, 20)  # the pipeline is fixed: clean traffic, five more blocks
+    report = skewed.drift_report("fraud", "1")
+    assert report["drifted"] == []  # the slow-drift window is clean by now
+    skew = report["skew"]
+    assert not skew["skewed"] and skew["features"] == [] and skew["block"] == 6
+    assert skew["first"] == {"block": 1, "rows": 200, "skewed": True, "features": ["amount"]}
+    assert skewed.figures("fraud", "1")["skew.share"] == 0.0
 
     clean = Monitor(settings, lambda model, version: reference)
     feed(clean, np.random.default_rng(18), 4)
@@ -228,3 +324,20 @@ def test_model_folders_read_reference_profile_json(tmp_path: Path) -> None:
     lookup = folder_profiles(tmp_path)
     assert lookup("fraud", "1") == reference
     assert lookup("fraud", "2") is None and lookup("fraud", "3") is None
+
+
+def test_a_profile_written_while_serving_is_picked_up(tmp_path: Path) -> None:
+    now = [0.0]
+    monitor = Monitor(
+        MonitoringSettings(interval_seconds=10), folder_profiles(tmp_path), clock=lambda: now[0]
+    )
+    rng = np.random.default_rng(10)
+    feed(monitor, rng, 2)
+    assert monitor.drift_report("fraud", "1")["status"] == "no reference profile"
+    (tmp_path / "fraud" / "1").mkdir(parents=True)
+    reference = numeric_profile(draw(rng, 300))
+    (tmp_path / "fraud" / "1" / "reference-profile.json").write_text(json.dumps(reference))
+    assert monitor.drift_report("fraud", "1")["reference"] is False  # looked up this round
+    now[0] = 10.0
+    report = monitor.drift_report("fraud", "1")
+    assert report["reference"] is True and report["status"] == "ok"
