@@ -130,7 +130,8 @@ class MlflowModel(Model):
         except ValueError as exc:
             if self.flavor not in _NATIVE_FLAVORS:
                 raise  # custom pyfunc code: its text is not known to be safe to show
-            raise refused(self.name, exc) from exc  # scikit-learn's "not with this input"
+            # scikit-learn's "not with this input"
+            raise refused(self.name, exc, inputs=inputs) from exc
         arrays, _ = _arrays(result, self._single_name)
         return arrays
 
