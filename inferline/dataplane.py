@@ -228,6 +228,25 @@ class DataPlane:
         return versions
 
     # -- inference -------------------------------------------------------------------
+    def check_model(
+        self, name: str, version: str | None, *, protocol: str = "python", request_id: str = ""
+    ) -> ServedModel:
+        """The model a request names, checked before its body is read, as Triton does.
+
+        An unknown model or version raises ``ModelNotFound`` and is told to the
+        observers as :meth:`infer` tells a failed request, so it is counted the same.
+        """
+        try:
+            return self.resolve(name, version)
+        except ModelNotFound as exc:
+            if self.observers:
+                self._notify(
+                    InferenceRecord(
+                        request_id, name, "", protocol, time.time(), 0.0, 404, {}, None, exc.message
+                    )
+                )
+            raise
+
     async def infer(
         self,
         name: str,

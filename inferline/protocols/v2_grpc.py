@@ -349,7 +349,9 @@ class _Servicer:
             data,
             max_tensors=settings.max_tensors,
             max_elements=settings.max_elements,
-            check_model=self._check_model,
+            check_model=lambda name, version: self._dataplane.check_model(
+                name, version or None, protocol="grpc", request_id=request_id
+            ),
         )
         response = await self._dataplane.infer(
             decoded.model_name,
@@ -360,10 +362,6 @@ class _Servicer:
         )
         # Answer in the form the client used, as Triton does.
         return encode_infer(response, raw=decoded.raw), response.model_version, response.cache
-
-    def _check_model(self, name: str, version: str) -> None:
-        """The model first, as Triton does: an unknown one is NOT_FOUND whatever the tensors."""
-        self._dataplane.resolve(name, version or None)
 
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, _: Metadata

@@ -196,7 +196,9 @@ class Infer:
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         params = scope["path_params"]
         # The model first, as Triton does: an unknown one is a 404 whatever the body.
-        self.dataplane.resolve(params["model"], params.get("version"))
+        self.dataplane.check_model(
+            params["model"], params.get("version"), protocol="rest", request_id=request_id
+        )
         header_length = None
         if json_length is not None:
             if not json_length.isdigit():
