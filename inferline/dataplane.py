@@ -251,25 +251,19 @@ class DataPlane:
     # -- inference -------------------------------------------------------------------
     def check_model(
         self, name: str, version: str | None, *, protocol: str = "python", request_id: str = ""
-    ) -> None:
-        """Resolve a request's model before its body is read (an unknown model is a 404
-        whatever the body, as in Triton); a miss is counted as :meth:`infer` counts one."""
+    ) -> ServedModel:
+        """The model a request names, checked before its body is read, as Triton does.
+
+        An unknown model or version raises ``ModelNotFound`` and is told to the
+        observers as :meth:`infer` tells a failed request, so it is counted the same.
+        """
         try:
-            self.resolve(name, version)
+            return self.resolve(name, version)
         except ModelNotFound as exc:
             if self.observers:
                 self._notify(
                     InferenceRecord(
-                        request_id,
-                        name,
-                        "",
-                        protocol,
-                        time.time(),
-                        0.0,
-                        exc.http_status,
-                        {},
-                        None,
-                        exc.message,
+                        request_id, name, "", protocol, time.time(), 0.0, 404, {}, None, exc.message
                     )
                 )
             raise

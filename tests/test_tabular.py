@@ -183,3 +183,4 @@ async def test_nan_a_model_refuses_is_a_400_through_invocations_csv(client, mode
     message = response.json()["message"]
     assert message.startswith(f"model {model!r} refused the input: ")
     assert str(reference.value).splitlines()[0] in message
+    assert message.endswith("(NaN in input 'amount' row 1)")

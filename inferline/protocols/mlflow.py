@@ -84,7 +84,8 @@ def routes(dataplane: DataPlane) -> list[Route]:
             request_id=request.headers.get(REQUEST_ID_HEADER, ""),
         )
         form = getattr(model, "predictions_form", None)
-        predictions = _predictions(response.outputs, form)
+        binary_outputs = getattr(model, "binary_outputs", ())
+        predictions = _predictions(response.outputs, form, binary_outputs)
         return respond(
             request,
             {"predictions": predictions},
@@ -254,20 +255,31 @@ def _unnamed(value: Any, specs: list[TensorSpec], key: str) -> list[Tensor]:
     )
 
 
-def _predictions(outputs: list[Tensor], form: str | None) -> Any:
+def _predictions(outputs: list[Tensor], form: str | None, binary: Collection[str] = ()) -> Any:
     """``predictions`` as ``mlflow models serve`` would write what the model returned.
 
     A runtime says what that was with a ``predictions_form`` attribute ("array",
     "records" or "dict"; the mlflow runtime sets it); otherwise one output is a
     list and several an object. Floats go out as float64, as MLflow's encoder
-    writes them (a float32 0.1 is 0.10000000149011612, not 0.1).
+    writes them (a float32 0.1 is 0.10000000149011612, not 0.1). Outputs the
+    model returns as ``bytes`` (the runtime's ``binary_outputs``) go out
+    base64-encoded with ``base64.encodebytes``, as MLflow's encoder writes them.
     """
-    outputs = [_wide(t) for t in outputs]
+    outputs = [_as_base64(t) if t.name in binary else _wide(t) for t in outputs]
     if form == "records":
         return records(outputs)
     if len(outputs) == 1 and form in (None, "array"):
         return jsonable(outputs[0])
     return {t.name: jsonable(t) for t in outputs}
+
+
+def _as_base64(tensor: Tensor) -> Tensor:
+    encoded = np.empty(tensor.data.shape, dtype=object)
+    flat = encoded.reshape(-1)
+    for i, value in enumerate(tensor.data.reshape(-1)):
+        raw = value if isinstance(value, bytes) else str(value).encode()
+        flat[i] = base64.encodebytes(raw)
+    return Tensor(tensor.name, "BYTES", tensor.shape, encoded)
 
 
 def _wide(tensor: Tensor) -> Tensor:

@@ -11,6 +11,10 @@ left alone and becomes the data plane's ``InternalError`` with the request id.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
 
 from inferline.errors import InvalidInput
 
@@ -22,10 +26,17 @@ logger = logging.getLogger(__name__)
 MAX_DETAIL = 300
 
 
-def refused(model: str, exc: BaseException, detail: str | None = None) -> InvalidInput:
+def refused(
+    model: str,
+    exc: BaseException,
+    detail: str | None = None,
+    inputs: Mapping[str, np.ndarray[Any, Any]] | None = None,
+) -> InvalidInput:
     """The 400 for an input ``model``'s library refused; ``detail`` overrides its text.
 
-    Raise it ``from exc``. The library's full message is logged at INFO.
+    Raise it ``from exc``. The library's full message is logged at INFO. When the
+    library complains about NaN, the ``inputs`` holding one are named, with the
+    first row, since the library only knows its own name for them ("X").
     """
     logger.info("model %s refused its input: %s: %s", model, type(exc).__name__, exc)
     if detail is None:
@@ -33,4 +44,17 @@ def refused(model: str, exc: BaseException, detail: str | None = None) -> Invali
         detail = lines[0] if lines else type(exc).__name__
         if len(detail) > MAX_DETAIL:
             detail = detail[: MAX_DETAIL - 3] + "..."
+    if inputs is not None and "NaN" in detail:
+        detail += _where_nan(inputs)
     return InvalidInput(f"model {model!r} refused the input: {detail}")
+
+
+def _where_nan(inputs: Mapping[str, np.ndarray[Any, Any]]) -> str:
+    found = []
+    for name, array in inputs.items():
+        if array.dtype.kind == "f" and array.size:
+            by_row = np.isnan(array).reshape(array.shape[0] if array.ndim else 1, -1)
+            rows = np.flatnonzero(by_row.any(axis=1))
+            if rows.size:
+                found.append(f"input {name!r} row {int(rows[0])}")
+    return f" (NaN in {', '.join(found)})" if found else ""

@@ -106,6 +106,8 @@ class MlflowModel(Model):
         declared = bool(self.outputs)
         self._single_name = self.outputs[0].name if len(self.outputs) == 1 else SINGLE_OUTPUT
         self.predictions_form: PredictionsForm | None = None
+        #: Outputs the model returns as ``bytes``: MLflow writes them base64-encoded.
+        self.binary_outputs: frozenset[str] = frozenset()
         probed = self._probe(meta)
         if probed is not None:
             specs, self.predictions_form = probed
@@ -128,7 +130,8 @@ class MlflowModel(Model):
         except ValueError as exc:
             if self.flavor not in _NATIVE_FLAVORS:
                 raise  # custom pyfunc code: its text is not known to be safe to show
-            raise refused(self.name, exc) from exc  # scikit-learn's "not with this input"
+            # scikit-learn's "not with this input"
+            raise refused(self.name, exc, inputs=inputs) from exc
         arrays, _ = _arrays(result, self._single_name)
         return arrays
 
@@ -155,6 +158,7 @@ class MlflowModel(Model):
             else:
                 return None
             arrays, form = _arrays(result, self._single_name)
+            self.binary_outputs = _bytes_valued(result, self._single_name)
         except Exception as exc:  # noqa: BLE001 - model refuses the probe: use the signature
             logger.info("model %s: probe prediction failed (%s)", self.name, exc)
             return None
@@ -162,6 +166,25 @@ class MlflowModel(Model):
 
     def unload(self) -> None:
         del self._call
+
+
+def _bytes_valued(result: Any, single_name: str) -> frozenset[str]:
+    """Names of the outputs whose values are ``bytes`` in a model's result."""
+
+    def has_bytes(values: Any) -> bool:
+        array = np.asarray(values)
+        if array.dtype.kind == "S":
+            return True
+        return array.dtype.kind == "O" and any(isinstance(v, bytes) for v in array.reshape(-1))
+
+    if isinstance(result, pd.DataFrame):
+        return frozenset(str(c) for c in result.columns if has_bytes(result[c].to_numpy()))
+    if isinstance(result, pd.Series):
+        name = str(result.name) if result.name is not None else "0"
+        return frozenset([name]) if has_bytes(result.to_numpy()) else frozenset()
+    if isinstance(result, dict):
+        return frozenset(str(k) for k, v in result.items() if has_bytes(v))
+    return frozenset([single_name]) if has_bytes(result) else frozenset()
 
 
 def _inputs_from_schema(model: str, schema: Schema) -> list[TensorSpec]:

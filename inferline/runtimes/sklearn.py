@@ -134,7 +134,7 @@ class SklearnModel(Model):
         try:
             return self._estimate(features)
         except ValueError as exc:  # scikit-learn's word for "not with this input"
-            raise refused(self.name, exc) from exc
+            raise refused(self.name, exc, inputs=inputs) from exc
 
     def _estimate(self, features: Any) -> Outputs:
         outputs: dict[str, np.ndarray[Any, Any]] = {}

@@ -29,7 +29,8 @@ PAYLOADS = [b"\x00\xff\x10binary", b"hello", b""]
 
 
 class Sizes(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
-    """Says what it was given: the type and length of each payload, and its first byte."""
+    """Says what it was given: the type and length of each payload, its first byte, and
+    the payload itself (MLflow writes a bytes output base64-encoded)."""
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
         values = list(model_input["payload"])
@@ -39,6 +40,7 @@ class Sizes(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
                 "size": [len(v) for v in values],
                 "first": [v[0] if isinstance(v, bytes) and v else -1 for v in values],
                 "name": list(model_input["name"]),
+                "echo": values,
             }
         )
 

@@ -95,7 +95,7 @@ FAILURES = {
     ),
     "model bug": (
         RuntimeError("secret detail"),
-        InternalError("model 'failing' version 1 failed: RuntimeError"),
+        InternalError(f"model 'failing' version 1 failed: RuntimeError; request id {RID}"),
     ),
 }
 
