@@ -338,3 +338,19 @@ async def test_an_mlflow_folder_registers_and_serves(stack: Stack, tabular_dir: 
     await stack.sync.sync()
     meta = (await stack.client.get("/v2/models/churn")).json()
     assert meta["platform"] == "mlflow" and len(meta["inputs"]) > 1  # one input per column
+
+
+@pytest.mark.parametrize(
+    ("params", "body", "why"),
+    [
+        ({"filename": "model.onnx"}, b"not an onnx graph", "failed to load"),
+        ({"filename": "model.bin", "runtime": "no-such-runtime"}, b"x", "unknown runtime"),
+    ],
+)
+async def test_an_upload_that_does_not_load_is_422_not_500(
+    stack: Stack, params: dict[str, str], body: bytes, why: str
+) -> None:
+    """The artifact is the client's: one that does not load is refused, not a server fault."""
+    answer = await stack.client.post("/api/v1/models/fraud/versions", params=params, content=body)
+    assert answer.status_code == 422, answer.text
+    assert why in answer.json()["error"]

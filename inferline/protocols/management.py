@@ -23,7 +23,14 @@ from starlette.routing import Route
 from inferline import lifecycle
 from inferline.codecs import json_object
 from inferline.dataplane import DataPlane
-from inferline.errors import BadRequest, ModelNotFound, PayloadTooLarge, Unavailable
+from inferline.errors import (
+    BadRequest,
+    ModelLoadError,
+    ModelNotFound,
+    PayloadTooLarge,
+    Unavailable,
+    Unprocessable,
+)
 from inferline.lifecycle import RegistrySync
 from inferline.protocols.v2_rest import json_response
 from inferline.registry.records import DEFAULT_ALIAS, check_alias, check_name, parse_version
@@ -109,18 +116,20 @@ def routes(dataplane: DataPlane, sync: RegistrySync | None) -> list[Route]:
         workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="inferline-upload-"))
         try:
             source = await _receive(request, workdir, filename)
-            record = await lifecycle.register(
-                reg,
-                name,
-                source,
-                dataplane.executor,
-                runtime=query.get("runtime"),
-                settings=_json_param(query.get("settings"), "settings"),
-                description=query.get("description", ""),
-                tags=_tags(query.getlist("tag")),
-                metrics=_json_param(query.get("metrics"), "metrics"),
-                alias=check_alias(query["alias"]) if query.get("alias") else None,
-                actor=_actor(request),
+            record = await _refuse_unloadable(
+                lifecycle.register(
+                    reg,
+                    name,
+                    source,
+                    dataplane.executor,
+                    runtime=query.get("runtime"),
+                    settings=_json_param(query.get("settings"), "settings"),
+                    description=query.get("description", ""),
+                    tags=_tags(query.getlist("tag")),
+                    metrics=_json_param(query.get("metrics"), "metrics"),
+                    alias=check_alias(query["alias"]) if query.get("alias") else None,
+                    actor=_actor(request),
+                )
             )
         finally:
             await asyncio.to_thread(shutil.rmtree, workdir, True)
@@ -192,6 +201,14 @@ def routes(dataplane: DataPlane, sync: RegistrySync | None) -> list[Route]:
         Route("/api/v1/models/{model}/audit", audit, methods=["GET"]),
         Route("/api/v1/audit", audit, methods=["GET"]),
     ]
+
+
+async def _refuse_unloadable(registration: Awaitable[Any]) -> Any:
+    """An uploaded artifact that does not load is the client's to fix: 422, not a 500."""
+    try:
+        return await registration
+    except ModelLoadError as exc:
+        raise Unprocessable(exc.message) from exc
 
 
 def _summary(name: str, versions: list[Any], aliases: dict[str, int]) -> dict[str, Any]:

@@ -29,7 +29,23 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory):
     config = Settings(home=home, http_port=0, grpc_port=None, request_log="off")
     LocalControl(config).register("fraud", forest_file(home / "src", seed=1), alias="production")
     app = build_server_app(config)
-    yield schemathesis.openapi.from_asgi("/openapi.json", app)
+    # Half the names, versions and aliases generated are ones the server has, so
+    # successful answers are checked against the document too, not only errors.
+    known = schemathesis.Config.from_dict(
+        {
+            "dictionaries": {
+                "models": {"values": ["fraud"]},
+                "versions": {"values": ["1", "production"]},
+                "aliases": {"values": ["production", "staging"]},
+            },
+            "parameters": {
+                "path.model": {"dictionary": "models", "probability": 0.5},
+                "path.version": {"dictionary": "versions", "probability": 0.5},
+                "path.alias": {"dictionary": "aliases", "probability": 0.5},
+            },
+        }
+    )
+    yield schemathesis.openapi.from_asgi("/openapi.json", app, config=known)
     from schemathesis.python import asgi
 
     asgi.shutdown_lifespans()  # stop the server's lifespan (data plane, registry sync)
