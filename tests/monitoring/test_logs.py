@@ -265,7 +265,7 @@ async def test_the_server_logs_what_it_serves(
         pass
     events = [line["event"] for line in _json_lines(capsys.readouterr().err)]
     assert f"serving the model folder {model_dir}" in events
-    assert "loaded demo version 1" in events
+    assert "serving demo version 1" in events
     assert "unloaded demo version 1" in events
 
     database = tmp_path / "registry.db"
