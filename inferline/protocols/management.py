@@ -141,7 +141,7 @@ def routes(dataplane: DataPlane, sync: RegistrySync | None) -> list[Route]:
 
     async def promote(request: Request) -> Response:
         body = await _json_body(request)
-        return await move_alias(request, str(body.get("alias", DEFAULT_ALIAS)), body)
+        return await move_alias(request, _text(body, "alias", DEFAULT_ALIAS), body)
 
     async def move_alias(request: Request, alias: str, body: dict[str, Any]) -> Response:
         reg, name = registry(), check_name(request.path_params["model"])
@@ -154,7 +154,7 @@ def routes(dataplane: DataPlane, sync: RegistrySync | None) -> list[Route]:
             dataplane.executor,
             alias=alias,
             actor=_actor(request),
-            allow_signature_change=bool(body.get("allow_signature_change", False)),
+            allow_signature_change=_flag(body, "allow_signature_change"),
         )
         await sync_now()
         payload = {"name": name, "alias": alias, "version": version, "previous": previous}
@@ -163,7 +163,7 @@ def routes(dataplane: DataPlane, sync: RegistrySync | None) -> list[Route]:
     async def rollback(request: Request) -> Response:
         reg, name = registry(), check_name(request.path_params["model"])
         body = await _json_body(request)
-        alias = check_alias(str(body.get("alias", DEFAULT_ALIAS)))
+        alias = check_alias(_text(body, "alias", DEFAULT_ALIAS))
         version = await lifecycle.rollback(
             reg, name, dataplane.executor, alias=alias, actor=_actor(request)
         )
@@ -237,6 +237,20 @@ def _tags(pairs: list[str]) -> dict[str, str]:
 
 def _json_param(raw: str | None, what: str) -> Any:
     return None if raw is None else json_object(raw, f"query parameter {what!r}")
+
+
+def _text(body: dict[str, Any], key: str, default: str) -> str:
+    value = body.get(key, default)
+    if not isinstance(value, str):
+        raise BadRequest(f"{key!r} must be a string")
+    return value
+
+
+def _flag(body: dict[str, Any], key: str) -> bool:
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{key!r} must be true or false")
+    return value
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
