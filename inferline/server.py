@@ -14,6 +14,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -26,7 +27,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from inferline.dataplane import DataPlane
-from inferline.errors import ModelNotFound, SettingsError
+from inferline.errors import ModelNotFound, SettingsError, Unavailable
 from inferline.lifecycle import RegistrySync
 from inferline.monitoring.logs import configure_logging
 from inferline.monitoring.metrics import MULTIPROC_ENV
@@ -121,6 +122,22 @@ def redacted_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
+#: ``scheme://user:password@`` anywhere in a message.
+_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+
+
+def _open_registry(settings: Settings) -> None:
+    """Open the registry once (connect, create or upgrade its tables), before any model
+    loads: an unreachable or unusable one is a :class:`SettingsError` naming registry_url."""
+    registry = Registry(settings.registry_database, settings.artifact_root)
+    try:
+        registry.generation()
+    except Unavailable as exc:
+        raise SettingsError("registry_url", _PASSWORD.sub(r"\1***@", exc.message)) from exc
+    finally:
+        registry.close()
+
+
 async def _start_grpc(
     settings: Settings, plane: DataPlane, sock: socket.socket | None = None
 ) -> grpc.aio.Server | GrpcServer | None:
@@ -197,6 +214,8 @@ def _bind_grpc(settings: Settings) -> socket.socket | None:
 
 
 async def _serve(settings: Settings) -> None:
+    if settings.model_dir is None:
+        await asyncio.to_thread(_open_registry, settings)
     sock = _bind(settings, "http_port", settings.http_port)
     try:
         grpc_socket = _bind_grpc(settings)

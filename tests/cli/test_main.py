@@ -112,3 +112,20 @@ def test_workers_refuse_a_port_in_use_once(tmp_path: Path, held_port: int) -> No
     line = _one_line(stderr)
     assert code == 2
     assert "grpc_port" in line and str(held_port) in line
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("postgresql://ann:hunter2@127.0.0.1:1/reg", "unreachable"),
+        ("mysql://ann:hunter2@127.0.0.1/reg", "cannot open registry"),
+    ],
+)
+def test_a_registry_it_cannot_open_names_registry_url(tmp_path: Path, url: str, why: str) -> None:
+    command = [sys.executable, "-m", "inferline", "serve", "--http-port", "0", "--grpc-port", "0"]
+    env = {**os.environ, "INFERLINE_HOME": str(tmp_path), "INFERLINE_REGISTRY_URL": url}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    line = _one_line(done.stderr)
+    assert done.returncode == 2
+    assert "registry_url" in line and why in line
+    assert "hunter2" not in line  # the password never reaches the terminal
