@@ -121,7 +121,7 @@ class DataPlane:
             )
         self._models.setdefault(model.name, {})[model.version] = served
         self._default[model.name] = max(self._models[model.name], key=version_key)
-        _log_model("loaded", model.name, model.version)
+        _log_model("serving", model.name, model.version)
 
     def _new_cache(self, model: Model) -> PredictionCache:
         config = model.settings.cache

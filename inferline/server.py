@@ -25,7 +25,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from inferline.dataplane import DataPlane
-from inferline.errors import ModelNotFound, SettingsError
+from inferline.errors import ModelNotFound, SettingsError, Unavailable
 from inferline.lifecycle import RegistrySync
 from inferline.monitoring.logs import configure_logging
 from inferline.monitoring.metrics import MULTIPROC_ENV
@@ -114,8 +114,12 @@ def build_server_app(settings: Settings, *, grpc_socket: socket.socket | None = 
 
 
 def preflight(settings: Settings) -> None:
-    """Refuse to serve without authentication beyond loopback (ValueError says why)."""
-    check_exposure(settings, Guard(settings))
+    """Refuse to serve without authentication beyond loopback (ValueError says why), or
+    with a registry (which holds the API keys) that cannot be opened (SettingsError)."""
+    try:
+        check_exposure(settings, Guard(settings))
+    except Unavailable as exc:  # the registry, looked up for API keys
+        raise SettingsError("registry_url", exc.message) from exc
 
 
 def _log_source(settings: Settings) -> None:
@@ -127,6 +131,18 @@ def _log_source(settings: Settings) -> None:
             redact_url(settings.registry_database),
             settings.artifact_root,
         )
+
+
+def _open_registry(settings: Settings) -> None:
+    """Open the registry once (connect, create or upgrade its tables), before any model
+    loads: an unreachable or unusable one is a :class:`SettingsError` naming registry_url."""
+    registry = Registry(settings.registry_database, settings.artifact_root)
+    try:
+        registry.generation()
+    except Unavailable as exc:
+        raise SettingsError("registry_url", exc.message) from exc  # its URL redacted
+    finally:
+        registry.close()
 
 
 async def _start_grpc(
@@ -210,6 +226,8 @@ def _bind_grpc(settings: Settings) -> socket.socket | None:
 
 
 async def _serve(settings: Settings) -> None:
+    if settings.model_dir is None:
+        await asyncio.to_thread(_open_registry, settings)
     sock = _bind(settings, "http_port", settings.http_port)
     try:
         grpc_socket = _bind_grpc(settings)

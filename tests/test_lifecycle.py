@@ -338,3 +338,36 @@ async def test_an_mlflow_folder_registers_and_serves(stack: Stack, tabular_dir: 
     await stack.sync.sync()
     meta = (await stack.client.get("/v2/models/churn")).json()
     assert meta["platform"] == "mlflow" and len(meta["inputs"]) > 1  # one input per column
+
+
+@pytest.mark.parametrize(
+    ("params", "body", "why"),
+    [
+        ({"filename": "model.onnx"}, b"not an onnx graph", "failed to load"),
+        ({"filename": "model.bin", "runtime": "no-such-runtime"}, b"x", "unknown runtime"),
+    ],
+)
+async def test_an_upload_that_does_not_load_is_422_not_500(
+    stack: Stack, params: dict[str, str], body: bytes, why: str
+) -> None:
+    """The artifact is the client's: one that does not load is refused, not a server fault."""
+    answer = await stack.client.post("/api/v1/models/fraud/versions", params=params, content=body)
+    assert answer.status_code == 422, answer.text
+    assert why in answer.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "why"),
+    [
+        ("PUT", "aliases/staging", {"version": 1, "allow_signature_change": "no"}, "true or false"),
+        ("POST", "promote", {"version": 1, "alias": True}, "'alias' must be a string"),
+        ("POST", "rollback", {"alias": ["production"]}, "'alias' must be a string"),
+    ],
+)
+async def test_alias_bodies_are_checked_as_documented(
+    stack: Stack, method: str, path: str, body: dict, why: str
+) -> None:
+    """What the OpenAPI document forbids is refused, not read loosely ("no" is not true)."""
+    answer = await stack.client.request(method, f"/api/v1/models/fraud/{path}", json=body)
+    assert answer.status_code == 400, answer.text
+    assert why in answer.json()["error"]

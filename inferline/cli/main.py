@@ -76,6 +76,8 @@ def _serve(settings: Any) -> None:
         _refuse(f"model folder {settings.model_dir} does not exist")
     try:
         server.preflight(settings)  # no open server beyond loopback by accident
+    except SettingsError as exc:
+        _refuse(f"{setting_label(exc.setting.split('.'))}: {exc.detail}")
     except ValueError as exc:
         _refuse(str(exc))
     try:

@@ -91,7 +91,13 @@ def configure_logging(level: str, fmt: str = "json") -> None:
             structlog.processors.JSONRenderer(serializer=_orjson_dumps),
         ]
         if fmt == "json"
-        else [structlog.dev.ConsoleRenderer(colors=False)]
+        else [
+            # A plain traceback: rich's default prints each frame's local variables,
+            # request payloads among them.
+            structlog.dev.ConsoleRenderer(
+                colors=False, exception_formatter=structlog.dev.plain_traceback
+            )
+        ]
     )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -112,6 +118,8 @@ def configure_logging(level: str, fmt: str = "json") -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # One line per alembic plugin at every start says nothing an operator can use.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 class RequestLog:

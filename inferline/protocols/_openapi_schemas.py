@@ -59,8 +59,8 @@ VERSION_QUERY = {
     "name": "version",
     "in": "query",
     "required": False,
-    "description": "One version, by number or alias (default: every version observed).",
-    "schema": {"type": "string", "minLength": 1},
+    "description": "One version, by number or alias (empty or absent: every version observed).",
+    "schema": {"type": "string"},
 }
 REGISTER_QUERY = (
     {"name": "filename", "in": "query", "required": True,

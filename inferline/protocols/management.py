@@ -26,10 +26,12 @@ from inferline.dataplane import DataPlane
 from inferline.digests import sha256_of
 from inferline.errors import (
     BadRequest,
+    ModelLoadError,
     ModelNotFound,
     PayloadTooLarge,
     PermissionDenied,
     Unavailable,
+    Unprocessable,
 )
 from inferline.lifecycle import RegistrySync, guess_runtime
 from inferline.protocols.v2_rest import json_response, read_body
@@ -134,18 +136,20 @@ def routes(dataplane: DataPlane, sync: RegistrySync | None) -> list[Route]:
             if not isinstance(model_settings, dict):
                 raise BadRequest("query parameter 'settings' must be a JSON object")
             await _check_code_upload(settings, runtime, source, model_settings)
-            record = await lifecycle.register(
-                reg,
-                name,
-                source,
-                dataplane.executor,
-                runtime=runtime,
-                settings=model_settings,
-                description=query.get("description", ""),
-                tags=_tags(query.getlist("tag")),
-                metrics=_json_param(query.get("metrics"), "metrics"),
-                alias=check_alias(query["alias"]) if query.get("alias") else None,
-                actor=_actor(request),
+            record = await _refuse_unloadable(
+                lifecycle.register(
+                    reg,
+                    name,
+                    source,
+                    dataplane.executor,
+                    runtime=runtime,
+                    settings=model_settings,
+                    description=query.get("description", ""),
+                    tags=_tags(query.getlist("tag")),
+                    metrics=_json_param(query.get("metrics"), "metrics"),
+                    alias=check_alias(query["alias"]) if query.get("alias") else None,
+                    actor=_actor(request),
+                )
             )
         finally:
             await asyncio.to_thread(shutil.rmtree, workdir, True)
@@ -157,7 +161,7 @@ def routes(dataplane: DataPlane, sync: RegistrySync | None) -> list[Route]:
 
     async def promote(request: Request) -> Response:
         body = await json_body(request)
-        return await move_alias(request, str(body.get("alias", DEFAULT_ALIAS)), body)
+        return await move_alias(request, _text(body, "alias", DEFAULT_ALIAS), body)
 
     async def move_alias(request: Request, alias: str, body: dict[str, Any]) -> Response:
         reg, name = registry(), check_name(request.path_params["model"])
@@ -170,7 +174,7 @@ def routes(dataplane: DataPlane, sync: RegistrySync | None) -> list[Route]:
             dataplane.executor,
             alias=alias,
             actor=_actor(request),
-            allow_signature_change=bool(body.get("allow_signature_change", False)),
+            allow_signature_change=_flag(body, "allow_signature_change"),
         )
         await sync_now()
         payload = {"name": name, "alias": alias, "version": version, "previous": previous}
@@ -179,7 +183,7 @@ def routes(dataplane: DataPlane, sync: RegistrySync | None) -> list[Route]:
     async def rollback(request: Request) -> Response:
         reg, name = registry(), check_name(request.path_params["model"])
         body = await json_body(request)
-        alias = check_alias(str(body.get("alias", DEFAULT_ALIAS)))
+        alias = check_alias(_text(body, "alias", DEFAULT_ALIAS))
         version = await lifecycle.rollback(
             reg, name, dataplane.executor, alias=alias, actor=_actor(request)
         )
@@ -217,6 +221,14 @@ def routes(dataplane: DataPlane, sync: RegistrySync | None) -> list[Route]:
         Route("/api/v1/models/{model}/audit", audit, methods=["GET"]),
         Route("/api/v1/audit", audit, methods=["GET"]),
     ]
+
+
+async def _refuse_unloadable(registration: Awaitable[Any]) -> Any:
+    """An uploaded artifact that does not load is the client's to fix: 422, not a 500."""
+    try:
+        return await registration
+    except ModelLoadError as exc:
+        raise Unprocessable(exc.message) from exc
 
 
 def _summary(name: str, versions: list[Any], aliases: dict[str, int]) -> dict[str, Any]:
@@ -281,6 +293,20 @@ def _tags(pairs: list[str]) -> dict[str, str]:
 
 def _json_param(raw: str | None, what: str) -> Any:
     return None if raw is None else json_object(raw, f"query parameter {what!r}")
+
+
+def _text(body: dict[str, Any], key: str, default: str) -> str:
+    value = body.get(key, default)
+    if not isinstance(value, str):
+        raise BadRequest(f"{key!r} must be a string")
+    return value
+
+
+def _flag(body: dict[str, Any], key: str) -> bool:
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{key!r} must be true or false")
+    return value
 
 
 async def _receive(request: Request, workdir: Path, filename: str) -> Path:

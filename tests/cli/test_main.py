@@ -30,9 +30,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    models = tmp_path / "models"
-    models.mkdir(exist_ok=True)
+def _serve(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, models: Path | None = None
+) -> tuple[int, str]:
+    if models is None:
+        models = tmp_path / "models"
+        models.mkdir(exist_ok=True)
     command = [sys.executable, "-m", "inferline", "serve", "--model-dir", str(models), *args]
     environment = {**os.environ, "INFERLINE_HOME": str(tmp_path / "home"), **(env or {})}
     done = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=120)
@@ -55,8 +58,9 @@ def test_rest_port_in_use_names_the_setting(tmp_path: Path, held_port: int) -> N
 
 @pytest.mark.parametrize("engine", ["native", "grpcio"])
 def test_grpc_port_in_use_is_refused_before_models_load(
-    tmp_path: Path, held_port: int, engine: str
+    tmp_path: Path, model_dir: Path, held_port: int, engine: str
 ) -> None:
+    """No model loads (it would log a line) before the refusal."""
     code, stderr = _serve(
         tmp_path,
         "--http-port",
@@ -65,6 +69,7 @@ def test_grpc_port_in_use_is_refused_before_models_load(
         str(held_port),
         "--grpc-engine",
         engine,
+        models=model_dir,
     )
     line = _one_line(stderr)
     assert code == 2
@@ -98,3 +103,29 @@ def test_an_unknown_host_names_the_setting(tmp_path: Path) -> None:
     line = _one_line(stderr)
     assert code == 2
     assert "host" in line and "no-such-host.invalid" in line
+
+
+def test_workers_refuse_a_port_in_use_once(tmp_path: Path, held_port: int) -> None:
+    code, stderr = _serve(
+        tmp_path, "--workers", "2", "--http-port", str(_free_port()), "--grpc-port", str(held_port)
+    )
+    line = _one_line(stderr)
+    assert code == 2
+    assert "grpc_port" in line and str(held_port) in line
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("postgresql://ann:hunter2@127.0.0.1:1/reg", "unreachable"),
+        ("mysql://ann:hunter2@127.0.0.1/reg", "cannot open registry"),
+    ],
+)
+def test_a_registry_it_cannot_open_names_registry_url(tmp_path: Path, url: str, why: str) -> None:
+    command = [sys.executable, "-m", "inferline", "serve", "--http-port", "0", "--grpc-port", "0"]
+    env = {**os.environ, "INFERLINE_HOME": str(tmp_path), "INFERLINE_REGISTRY_URL": url}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    line = _one_line(done.stderr)
+    assert done.returncode == 2
+    assert "registry_url" in line and why in line
+    assert "hunter2" not in line  # the password never reaches the terminal

@@ -265,7 +265,7 @@ async def test_the_server_logs_what_it_serves(
         pass
     events = [line["event"] for line in _json_lines(capsys.readouterr().err)]
     assert f"serving the model folder {model_dir}" in events
-    assert "loaded demo version 1" in events
+    assert "serving demo version 1" in events
     assert "unloaded demo version 1" in events
 
     database = tmp_path / "registry.db"
@@ -306,3 +306,20 @@ async def test_alias_switches_loads_and_unloads_are_logged(
         "unloaded ranged version 1",
     ]
     assert lines[-1]["model"] == "ranged" and lines[-1]["version"] == "1"
+
+
+def test_console_lines_show_a_plain_traceback_without_locals(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from inferline.protocols.status import as_inferline_error
+
+    configure_logging("info", "console")
+    secret_payload = "card 4111 1111 1111 1111"
+    try:
+        raise ValueError("boom")
+    except ValueError as exc:
+        as_inferline_error(exc, "req-9")
+    err = capsys.readouterr().err
+    assert "request_id=req-9" in err and f"pid={os.getpid()}" in err
+    assert "Traceback (most recent call last):" in err and "ValueError: boom" in err
+    assert secret_payload not in err  # no frame's local variables

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from openapi_spec_validator import validate
 from starlette.routing import Mount, Route
 
 from inferline.dataplane import DataPlane
+from inferline.errors import BadRequest
 from inferline.protocols import openapi
+from inferline.protocols._openapi_schemas import ALIAS_PARAM, NAME_PARAM, NUMBER_PARAM
 from inferline.protocols.rest_app import build_app
+from inferline.registry.records import check_alias, check_name, parse_version
 
 
 @pytest.fixture
@@ -93,3 +100,41 @@ async def test_without_swagger_ui_docs_is_a_plain_list(dataplane, monkeypatch):
     assert "<code>/invocations</code>" in page.text
     assert "<code>/v1/models/{model}:predict</code>" in page.text
     assert "inferline[docs]" in page.text
+
+
+_NAMEISH = st.text(alphabet="aZ09_.-/é ", max_size=130)
+
+
+@given(name=_NAMEISH)
+@example(name="a..b")
+@example(name="a.")
+@example(name=".a")
+@example(name="a" * 128)
+@example(name="a" * 129)
+def test_the_documented_name_pattern_is_the_servers_check(name: str) -> None:
+    schema = NAME_PARAM
+    documented = re.search(schema["pattern"], name) is not None and len(name) <= schema["maxLength"]
+    try:
+        check_name(name)
+    except BadRequest:
+        accepted = False
+    else:
+        accepted = True
+    assert documented == accepted, name
+
+
+@given(alias=st.text(alphabet="aZ09_-.", max_size=66), version=st.text("0123456789a", max_size=11))
+def test_the_documented_alias_and_version_patterns_are_the_servers_checks(
+    alias: str, version: str
+) -> None:
+    assert (re.search(ALIAS_PARAM["pattern"], alias) is not None) == _accepts(check_alias, alias)
+    documented = re.search(NUMBER_PARAM["pattern"], version) is not None and len(version) <= 9
+    assert documented == _accepts(parse_version, version), version
+
+
+def _accepts(check, value: str) -> bool:
+    try:
+        check(value)
+    except BadRequest:
+        return False
+    return True
