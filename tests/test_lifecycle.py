@@ -338,3 +338,77 @@ async def test_an_mlflow_folder_registers_and_serves(stack: Stack, tabular_dir: 
     await stack.sync.sync()
     meta = (await stack.client.get("/v2/models/churn")).json()
     assert meta["platform"] == "mlflow" and len(meta["inputs"]) > 1  # one input per column
+
+
+async def test_versions_that_fail_on_the_server_are_reported_with_their_reason(
+    stack: Stack, tmp_path: Path
+) -> None:
+    good = forest_file(tmp_path / "good", seed=1)
+    await lifecycle.register(stack.registry, "fraud", good, stack.executor, alias="production")
+    # Stored without the load check (as a replica lacking a runtime would meet them).
+    truncated = tmp_path / "bad" / "truncated.onnx"
+    truncated.parent.mkdir()
+    truncated.write_bytes(good.read_bytes()[:500])
+    signature = stack.registry.versions("fraud")[0].signature
+    stack.registry.register("fraud", truncated, runtime="onnx", signature=signature)
+    stack.registry.register("risk", truncated, runtime="onnx", signature=signature)
+    await stack.sync.sync(force=True)
+    c = stack.client
+    index = {(e["name"], e["version"]): e for e in (await c.post("/v2/repository/index")).json()}
+    assert index["fraud", "1"]["state"] == "READY"
+    for key in (("fraud", "2"), ("risk", "1")):
+        assert index[key]["state"] == "UNAVAILABLE", key
+        assert "failed to load" in index[key]["reason"], key
+    for path in ("/v2/models/risk", "/v2/models/fraud/versions/2"):
+        response = await c.get(path)
+        assert response.status_code == 503 and "failed to load" in response.json()["error"]
+    assert (await c.post("/v2/models/fraud/infer", json=infer_body())).status_code == 200
+    ready = await c.get("/v2/health/ready")
+    assert ready.status_code == 503 and list(ready.json()["models_not_ready"]) == ["risk"]
+    # Once the registry no longer wants them, they are no longer reported.
+    stack.registry.delete_version("fraud", 2)
+    stack.registry.delete_version("risk", 1)
+    await stack.sync.sync(force=True)
+    index = (await c.post("/v2/repository/index")).json()
+    assert [(e["name"], e["version"], e["state"]) for e in index if e["version"]] == [
+        ("fraud", "1", "READY")
+    ]
+    assert (await c.get("/v2/health/ready")).status_code == 200
+
+
+async def test_a_version_neither_aliased_nor_latest_says_how_to_serve_it(
+    stack: Stack, tmp_path: Path
+) -> None:
+    paths = [forest_file(tmp_path / str(seed), seed=seed) for seed in (1, 2, 3)]
+    for path in paths:
+        await lifecycle.register(stack.registry, "fraud", path, stack.executor)
+    await lifecycle.promote(stack.registry, "fraud", 1, stack.executor)
+    await stack.sync.sync()
+    c = stack.client
+    refused = await c.post("/v2/models/fraud/versions/2/infer", json=infer_body())
+    assert refused.status_code == 404
+    message = refused.json()["error"]
+    assert "version 2 is registered but not loaded" in message
+    assert "inferline models alias fraud <alias> 2" in message
+    assert (await c.get("/v2/models/fraud/versions/2")).json()["error"] == message
+    index = (await c.post("/v2/repository/index")).json()
+    assert [(e["version"], e["state"]) for e in index] == [
+        ("1", "READY"),
+        ("2", "UNAVAILABLE"),
+        ("3", "READY"),
+    ]
+    # Doing what the message says serves it, by number and by alias.
+    assert (
+        await c.put("/api/v1/models/fraud/aliases/review", json={"version": 2})
+    ).status_code == 200
+    for path in ("/v2/models/fraud/versions/2/infer", "/v2/models/fraud/versions/review/infer"):
+        answer = await c.post(path, json=infer_body())
+        assert answer.status_code == 200 and answer.headers["inferline-model-version"] == "2"
+        np.testing.assert_allclose(
+            np.array(answer.json()["outputs"][0]["data"]).reshape(-1, 2),
+            probabilities(paths[1]),
+            rtol=1e-6,
+        )
+    # A version that was never registered is plainly unknown.
+    unknown = await c.post("/v2/models/fraud/versions/9/infer", json=infer_body())
+    assert unknown.status_code == 404 and "has no version '9'" in unknown.json()["error"]
