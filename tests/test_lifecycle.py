@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import tarfile
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -412,3 +413,54 @@ async def test_a_version_neither_aliased_nor_latest_says_how_to_serve_it(
     # A version that was never registered is plainly unknown.
     unknown = await c.post("/v2/models/fraud/versions/9/infer", json=infer_body())
     assert unknown.status_code == 404 and "has no version '9'" in unknown.json()["error"]
+
+
+async def test_the_same_bytes_uploaded_under_another_name_register(
+    stack: Stack, tmp_path: Path
+) -> None:
+    path = forest_file(tmp_path / "a", seed=1)
+    versions = []
+    for filename in (path.name, "renamed.onnx"):
+        created = await stack.client.post(
+            "/api/v1/models/fraud/versions",
+            params={"filename": filename},
+            content=path.read_bytes(),
+        )
+        assert created.status_code == 201, created.text
+        versions.append(created.json())
+    assert versions[0]["sha256"] == versions[1]["sha256"]
+    assert [v["artifact"] for v in versions] == [path.name, "renamed.onnx"]
+    answer = await stack.client.post("/v2/models/fraud/versions/2/infer", json=infer_body())
+    np.testing.assert_allclose(
+        np.array(answer.json()["outputs"][0]["data"]).reshape(-1, 2),
+        probabilities(path),
+        rtol=1e-6,
+    )
+
+
+async def test_registry_versions_are_hashed_off_the_event_loop(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await lifecycle.register(
+        stack.registry, "fraud", forest_file(tmp_path / "a", seed=1), stack.executor
+    )
+    await stack.sync.sync()
+    threads: list[int] = []
+
+    def recording(real):
+        def hash_in(path: Path) -> str:
+            threads.append(threading.get_ident())
+            return real(path)
+
+        return hash_in
+
+    import inferline.registry.artifacts as artifacts
+    import inferline.runtimes.base as base
+
+    monkeypatch.setattr(base, "sha256_of", recording(base.sha256_of))
+    monkeypatch.setattr(artifacts, "tree_sha256", recording(artifacts.tree_sha256))
+    for version in stack.plane.versions("fraud"):
+        await stack.plane.remove("fraud", version)
+    await stack.sync.sync(force=True)
+    assert stack.plane.versions("fraud") == ["1"]
+    assert threads and threading.get_ident() not in threads
