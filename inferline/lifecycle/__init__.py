@@ -5,7 +5,7 @@ checked, loaded, warmed up), whichever way it arrives.
 """
 
 from inferline.lifecycle.changes import promote, register, rollback
-from inferline.lifecycle.folder import serve_folder
+from inferline.lifecycle.folder import serve_folder, unload_folder_model
 from inferline.lifecycle.loading import guess_runtime, load_checked, load_version, warm_up
 from inferline.lifecycle.serving import ServingPlane, Unserved
 from inferline.lifecycle.sync import RegistrySync
@@ -21,5 +21,6 @@ __all__ = [
     "register",
     "rollback",
     "serve_folder",
+    "unload_folder_model",
     "warm_up",
 ]

@@ -16,7 +16,7 @@ from inferline.lifecycle.loading import load_checked
 from inferline.lifecycle.serving import ServingPlane
 from inferline.repository import ModelFolder, scan_model_dir
 
-__all__ = ["serve_folder"]
+__all__ = ["serve_folder", "unload_folder_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,13 @@ async def serve_folder(plane: ServingPlane, model_dir: Path, only: str | None = 
 def _reasons(plane: ServingPlane, name: str) -> str:
     failures = plane.unserved.failures(name)
     return "; ".join(f"version {v}: {r}" if v else r for v, r in failures.items()) or "unknown"
+
+
+async def unload_folder_model(plane: ServingPlane, name: str) -> None:
+    """Stop serving a model (and reporting its failures) until it is loaded again."""
+    if name not in plane.model_names() and not plane.unserved.failures(name):
+        raise ModelNotFound(f"model {name!r} not found")
+    await _drop(plane, name)
 
 
 async def _drop(plane: ServingPlane, name: str) -> None:

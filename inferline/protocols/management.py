@@ -73,9 +73,7 @@ def routes(dataplane: DataPlane, sync: RegistrySync | None) -> list[Route]:
         if sync is not None:
             await sync.unload(name)
         else:
-            dataplane.resolve(name, None)  # 404 when unknown
-            for version in dataplane.versions(name):
-                await dataplane.remove(name, version)
+            await lifecycle.unload_folder_model(dataplane, name)
         return json_response(request, {"name": name, "state": "UNAVAILABLE"})
 
     async def list_models(request: Request) -> Response:

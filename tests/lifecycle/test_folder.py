@@ -121,6 +121,19 @@ async def test_repository_load_goes_through_the_same_path(served, folder: Path) 
     assert "picky" not in plane.not_ready()
 
 
+async def test_unloading_a_failed_model_clears_its_report(served) -> None:
+    plane, client = served
+    assert not plane.ready()
+    for name in ("picky", "broken", "badyaml"):
+        response = await client.post(f"/v2/repository/models/{name}/unload")
+        assert response.status_code == 200, response.text
+    index = (await client.post("/v2/repository/index")).json()
+    assert [(e["name"], e["state"]) for e in index] == [("good", "READY")]
+    assert (await client.get("/v2/health/ready")).status_code == 200 and plane.ready()
+    assert (await client.get("/v2/models/picky")).status_code == 404
+    assert (await client.post("/v2/repository/models/nothing/unload")).status_code == 404
+
+
 async def test_artifact_hashing_never_runs_on_the_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
