@@ -39,7 +39,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: A sync predict faster than this (median of the warm-up) runs on the event loop.
+#: A sync predict faster than this (median of the probe) may run on the event loop.
 INLINE_BELOW_SECONDS = 100e-6
 #: Most timed calls of the ``executor: auto`` probe (within ``probe_budget_ms``).
 PROBE_CALLS = 16
