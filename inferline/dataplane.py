@@ -23,10 +23,11 @@ from inferline.errors import (
     ModelNotFound,
     ModelNotReady,
 )
+from inferline.lifecycle import Unserved, serve_folder
 from inferline.monitoring.records import InferenceRecord, Observer
 from inferline.monitoring.telemetry import Observers
 from inferline.registry.records import DEFAULT_ALIAS
-from inferline.repository import load_folder, scan_model_dir, version_key
+from inferline.repository import version_key
 from inferline.runtimes.base import Model, Outputs
 from inferline.served import ServedModel
 from inferline.settings import Settings, TensorSpec
@@ -60,6 +61,8 @@ class DataPlane:
         self._models: dict[str, dict[str, ServedModel]] = {}
         self._default: dict[str, str] = {}
         self._aliases: dict[str, dict[str, str]] = {}
+        #: Versions known but not served (failed to load, not loaded here), and why.
+        self.unserved = Unserved()
         self._started = False
         #: Told about every request after it is answered (metrics, logs, drift, ...); fixed
         #: here, so every model served, whenever it was added, reports to the same ones.
@@ -75,9 +78,7 @@ class DataPlane:
                 self.settings.executor_threads, thread_name_prefix="inferline-model"
             )
         if scan and self.settings.model_dir is not None:
-            for folder in scan_model_dir(self.settings.model_dir):
-                for model in await load_folder(folder, self._executor):
-                    await self.add(model)
+            await serve_folder(self, self.settings.model_dir)
         self._started = True
 
     @property
@@ -121,6 +122,7 @@ class DataPlane:
             )
         self._models.setdefault(model.name, {})[model.version] = served
         self._default[model.name] = max(self._models[model.name], key=version_key)
+        self.unserved.loaded(model.name, model.version)
         _log_model("serving", model.name, model.version)
 
     def _new_cache(self, model: Model) -> PredictionCache:
@@ -195,9 +197,31 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        return self._started and all(
-            served.model.ready for versions in self._models.values() for served in versions.values()
+        return (
+            self._started
+            and not self.not_ready()
+            and all(
+                served.model.ready
+                for versions in self._models.values()
+                for served in versions.values()
+            )
         )
+
+    def not_ready(self) -> dict[str, str]:
+        """Models that serve no version because their load failed: name → reason."""
+        return self.unserved.not_ready(self._models)
+
+    def index(self) -> list[dict[str, str]]:
+        """Every version served or known but not served, for the V2 repository index."""
+        entries = []
+        for name in sorted(set(self._models) | self.unserved.names()):
+            served, unserved = self._models.get(name, {}), self.unserved.entries(name)
+            for version in sorted(set(served) | set(unserved), key=version_key):
+                ok = version in served and served[version].model.ready
+                reason = "" if ok else unserved.get(version, "not ready")
+                state = "READY" if ok else "UNAVAILABLE"
+                entries.append({"name": name, "version": version, "state": state, "reason": reason})
+        return entries
 
     def server_metadata(self) -> dict[str, Any]:
         return {"name": "inferline", "version": __version__, "extensions": list(EXTENSIONS)}
@@ -217,6 +241,8 @@ class DataPlane:
         served = versions.get(version)
         if served is None and version in aliases:
             served = versions.get(aliases[version])
+        if served is None:
+            self.unserved.refuse(name, version)
         if served is None:
             available = ", ".join(sorted(versions, key=version_key))
             named = f"; aliases: {', '.join(sorted(aliases))}" if aliases else ""
@@ -245,6 +271,7 @@ class DataPlane:
     def _lookup(self, name: str) -> dict[str, ServedModel]:
         versions = self._models.get(name)
         if versions is None:
+            self.unserved.refuse_model(name)
             raise ModelNotFound(f"model {name!r} not found")
         return versions
 

@@ -1,19 +1,16 @@
 """The model folder: ``<name>/model-settings.yaml`` plus one folder per version.
 
-It only finds and loads models; where an artifact came from (a folder here, the
-registry later) does not matter to :func:`inferline.runtimes.loader.load_model`.
+It only finds models; :func:`inferline.lifecycle.serve_folder` loads them, the
+same way the registry's versions are loaded.
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from inferline.errors import InferlineError, ModelLoadError
-from inferline.runtimes.base import Model
-from inferline.runtimes.loader import load_model
 from inferline.settings import MODEL_SETTINGS_FILE, ModelSettings, load_model_settings
 
 __all__ = ["ModelFolder", "scan_model_dir", "version_key"]
@@ -33,8 +30,9 @@ def version_key(version: str) -> tuple[int, int | str]:
     return (1, int(version)) if version.isascii() and version.isdigit() else (0, version)
 
 
-def scan_model_dir(model_dir: Path) -> list[ModelFolder]:
-    """Every model folder under ``model_dir``; a broken one is logged and skipped."""
+def scan_model_dir(model_dir: Path, broken: dict[str, str] | None = None) -> list[ModelFolder]:
+    """Every model folder under ``model_dir``; a broken one is logged and skipped (and
+    put in ``broken``, name → reason, when given)."""
     if not model_dir.is_dir():
         raise ModelLoadError(f"model folder {model_dir} does not exist")
     found: list[ModelFolder] = []
@@ -43,26 +41,18 @@ def scan_model_dir(model_dir: Path) -> list[ModelFolder]:
             settings = load_model_settings(folder)
         except InferlineError as exc:
             logger.error("skipping %s: %s", folder, exc.message)
+            if broken is not None:
+                broken[folder.name] = exc.message
             continue
         names = sorted(
             (p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
             key=version_key,
         )
         if not names:
-            logger.error("skipping %s: no version folders (e.g. %s/1/)", folder, folder)
+            reason = f"no version folders (e.g. {folder}/1/)"
+            logger.error("skipping %s: %s", folder, reason)
+            if broken is not None:
+                broken[settings.name] = reason
             continue
         found.append(ModelFolder(settings, {name: folder / name for name in names}))
     return found
-
-
-async def load_folder(model: ModelFolder, executor: Executor) -> list[Model]:
-    """Load every version of one model folder; a failing version is logged and skipped."""
-    loaded = []
-    for version, path in model.versions.items():
-        try:
-            loaded.append(await load_model(model.settings, version, path, executor))
-        except InferlineError as exc:
-            logger.error(
-                "model %s version %s not served: %s", model.settings.name, version, exc.message
-            )
-    return loaded

@@ -36,7 +36,7 @@ def write_models(root: Path) -> Path:
         folder.mkdir(parents=True)
         (folder / "model.py").write_text(CODE.replace("VERSION", str(version)))
     (root / "cached" / "model-settings.yaml").write_text(
-        "runtime: python\nexecutor: thread\n"
+        "runtime: python\nexecutor: thread\nwarmup_requests: 0\n"  # tests count calls
         "inputs: [{name: x, datatype: FP64, shape: [-1, 2]}]\n"
         "outputs: [{name: y, datatype: FP64, shape: [-1]}]\n"
         "cache: {enabled: true, ttl_seconds: 60}\n"

@@ -65,7 +65,11 @@ def write_model(root: Path, name: str, code: str, extra: str) -> None:
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, DataPlane]]:
     write_model(
-        tmp_path, "batched", BATCHED_CODE, "batching: {max_batch_size: 16, max_queue_delay_ms: 5}\n"
+        tmp_path,
+        "batched",
+        BATCHED_CODE,
+        # No warm-up: the test counts every row the model sees.
+        "warmup_requests: 0\nbatching: {max_batch_size: 16, max_queue_delay_ms: 5}\n",
     )
     write_model(
         tmp_path,

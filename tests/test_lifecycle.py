@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import tarfile
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -371,3 +372,128 @@ async def test_alias_bodies_are_checked_as_documented(
     answer = await stack.client.request(method, f"/api/v1/models/fraud/{path}", json=body)
     assert answer.status_code == 400, answer.text
     assert why in answer.json()["error"]
+
+
+async def test_versions_that_fail_on_the_server_are_reported_with_their_reason(
+    stack: Stack, tmp_path: Path
+) -> None:
+    good = forest_file(tmp_path / "good", seed=1)
+    await lifecycle.register(stack.registry, "fraud", good, stack.executor, alias="production")
+    # Stored without the load check (as a replica lacking a runtime would meet them).
+    truncated = tmp_path / "bad" / "truncated.onnx"
+    truncated.parent.mkdir()
+    truncated.write_bytes(good.read_bytes()[:500])
+    signature = stack.registry.versions("fraud")[0].signature
+    stack.registry.register("fraud", truncated, runtime="onnx", signature=signature)
+    stack.registry.register("risk", truncated, runtime="onnx", signature=signature)
+    await stack.sync.sync(force=True)
+    c = stack.client
+    index = {(e["name"], e["version"]): e for e in (await c.post("/v2/repository/index")).json()}
+    assert index["fraud", "1"]["state"] == "READY"
+    for key in (("fraud", "2"), ("risk", "1")):
+        assert index[key]["state"] == "UNAVAILABLE", key
+        assert "failed to load" in index[key]["reason"], key
+    for path in ("/v2/models/risk", "/v2/models/fraud/versions/2"):
+        response = await c.get(path)
+        assert response.status_code == 503 and "failed to load" in response.json()["error"]
+    assert (await c.post("/v2/models/fraud/infer", json=infer_body())).status_code == 200
+    ready = await c.get("/v2/health/ready")
+    assert ready.status_code == 503 and list(ready.json()["models_not_ready"]) == ["risk"]
+    # Once the registry no longer wants them, they are no longer reported.
+    stack.registry.delete_version("fraud", 2)
+    stack.registry.delete_version("risk", 1)
+    await stack.sync.sync(force=True)
+    index = (await c.post("/v2/repository/index")).json()
+    assert [(e["name"], e["version"], e["state"]) for e in index if e["version"]] == [
+        ("fraud", "1", "READY")
+    ]
+    assert (await c.get("/v2/health/ready")).status_code == 200
+
+
+async def test_a_version_neither_aliased_nor_latest_says_how_to_serve_it(
+    stack: Stack, tmp_path: Path
+) -> None:
+    paths = [forest_file(tmp_path / str(seed), seed=seed) for seed in (1, 2, 3)]
+    for path in paths:
+        await lifecycle.register(stack.registry, "fraud", path, stack.executor)
+    await lifecycle.promote(stack.registry, "fraud", 1, stack.executor)
+    await stack.sync.sync()
+    c = stack.client
+    refused = await c.post("/v2/models/fraud/versions/2/infer", json=infer_body())
+    assert refused.status_code == 404
+    message = refused.json()["error"]
+    assert "version 2 is registered but not loaded" in message
+    assert "inferline models alias fraud <alias> 2" in message
+    assert (await c.get("/v2/models/fraud/versions/2")).json()["error"] == message
+    index = (await c.post("/v2/repository/index")).json()
+    assert [(e["version"], e["state"]) for e in index] == [
+        ("1", "READY"),
+        ("2", "UNAVAILABLE"),
+        ("3", "READY"),
+    ]
+    # Doing what the message says serves it, by number and by alias.
+    assert (
+        await c.put("/api/v1/models/fraud/aliases/review", json={"version": 2})
+    ).status_code == 200
+    for path in ("/v2/models/fraud/versions/2/infer", "/v2/models/fraud/versions/review/infer"):
+        answer = await c.post(path, json=infer_body())
+        assert answer.status_code == 200 and answer.headers["inferline-model-version"] == "2"
+        np.testing.assert_allclose(
+            np.array(answer.json()["outputs"][0]["data"]).reshape(-1, 2),
+            probabilities(paths[1]),
+            rtol=1e-6,
+        )
+    # A version that was never registered is plainly unknown.
+    unknown = await c.post("/v2/models/fraud/versions/9/infer", json=infer_body())
+    assert unknown.status_code == 404 and "has no version '9'" in unknown.json()["error"]
+
+
+async def test_the_same_bytes_uploaded_under_another_name_register(
+    stack: Stack, tmp_path: Path
+) -> None:
+    path = forest_file(tmp_path / "a", seed=1)
+    versions = []
+    for filename in (path.name, "renamed.onnx"):
+        created = await stack.client.post(
+            "/api/v1/models/fraud/versions",
+            params={"filename": filename},
+            content=path.read_bytes(),
+        )
+        assert created.status_code == 201, created.text
+        versions.append(created.json())
+    assert versions[0]["sha256"] == versions[1]["sha256"]
+    assert [v["artifact"] for v in versions] == [path.name, "renamed.onnx"]
+    answer = await stack.client.post("/v2/models/fraud/versions/2/infer", json=infer_body())
+    np.testing.assert_allclose(
+        np.array(answer.json()["outputs"][0]["data"]).reshape(-1, 2),
+        probabilities(path),
+        rtol=1e-6,
+    )
+
+
+async def test_registry_versions_are_hashed_off_the_event_loop(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await lifecycle.register(
+        stack.registry, "fraud", forest_file(tmp_path / "a", seed=1), stack.executor
+    )
+    await stack.sync.sync()
+    threads: list[int] = []
+
+    def recording(real):
+        def hash_in(path: Path) -> str:
+            threads.append(threading.get_ident())
+            return real(path)
+
+        return hash_in
+
+    import inferline.registry.artifacts as artifacts
+    import inferline.runtimes.base as base
+
+    monkeypatch.setattr(base, "sha256_of", recording(base.sha256_of))
+    monkeypatch.setattr(artifacts, "tree_sha256", recording(artifacts.tree_sha256))
+    for version in stack.plane.versions("fraud"):
+        await stack.plane.remove("fraud", version)
+    await stack.sync.sync(force=True)
+    assert stack.plane.versions("fraud") == ["1"]
+    assert threads and threading.get_ident() not in threads

@@ -1,4 +1,4 @@
-"""Loading a registered version: find its runtime, load, warm up, before any traffic."""
+"""Loading a version: find its runtime, check, load and warm it up, before any traffic."""
 
 from __future__ import annotations
 
@@ -76,6 +76,9 @@ async def warm_up(model: Model) -> None:
 async def load_checked(
     settings: ModelSettings, version: str, version_dir: Path, executor: Executor
 ) -> Model:
+    """The one way a version is loaded, from a model folder, the repository API or the
+    registry: artifact found and hash-checked, model loaded (both off the event loop),
+    then warmed up; only a model that passed all three may take traffic."""
     model = await load_model(settings, version, version_dir, executor)
     try:
         await warm_up(model)

@@ -11,10 +11,10 @@ import asyncio
 import gc
 import logging
 
-from inferline.dataplane import DataPlane
 from inferline.errors import InferlineError, ModelLoadError
 from inferline.lifecycle.loading import load_version
-from inferline.registry.store import Registry, default_actor
+from inferline.lifecycle.serving import ServingPlane
+from inferline.registry.store import Registry, ServingPlan, default_actor
 
 __all__ = ["RegistrySync"]
 
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 class RegistrySync:
     """Keeps a data plane serving what the registry says, with no failed requests."""
 
-    def __init__(self, registry: Registry, dataplane: DataPlane, poll_seconds: float) -> None:
+    def __init__(self, registry: Registry, dataplane: ServingPlane, poll_seconds: float) -> None:
         self.registry = registry
         self.dataplane = dataplane
         self.poll_seconds = poll_seconds
@@ -33,6 +33,8 @@ class RegistrySync:
         self._lock: asyncio.Lock | None = None
         #: Models unloaded through the repository API: not served until loaded again.
         self._unloaded: set[str] = set()
+        #: Models whose failed or not-loaded versions the data plane reports.
+        self._reported: set[str] = set()
 
     async def start(self) -> None:
         self._lock = asyncio.Lock()
@@ -72,11 +74,15 @@ class RegistrySync:
             plan = await asyncio.to_thread(self.registry.serving_plan)
             for name in self._unloaded:
                 plan.pop(name, None)
-            for name, (wanted, aliases, _latest) in plan.items():
-                await self._reconcile(name, wanted, aliases)
+            for name, entry in plan.items():
+                await self._reconcile(name, entry)
             for name in set(self.dataplane.model_names()) - set(plan):
                 for version in self.dataplane.versions(name):
                     await self.dataplane.remove(name, version)
+            for name in set(self._reported) - set(plan):
+                self.dataplane.unserved.forget_failed(name)
+                self.dataplane.unserved.set_unloaded(name, {})
+            self._reported &= set(plan)
             self._generation = generation
             gc.collect()  # unloaded models often sit in reference cycles
 
@@ -86,7 +92,11 @@ class RegistrySync:
         self._unloaded.discard(name)
         await self.sync(force=True)
         if name not in self.dataplane.model_names():
-            raise ModelLoadError(f"model {name!r} could not be loaded; see the audit log")
+            failures = self.dataplane.unserved.failures(name)
+            reasons = "; ".join(f"version {v}: {r}" for v, r in failures.items())
+            raise ModelLoadError(
+                f"model {name!r} could not be loaded: {reasons or 'see the audit log'}"
+            )
 
     async def unload(self, name: str) -> None:
         """Stop serving a model on this server (repository extension ``unload``)."""
@@ -94,9 +104,12 @@ class RegistrySync:
         self._unloaded.add(name)
         await self.sync(force=True)
 
-    async def _reconcile(self, name: str, wanted: set[int], aliases: dict[str, int]) -> None:
-        plane = self.dataplane
+    async def _reconcile(self, name: str, plan: ServingPlan) -> None:
+        plane, wanted, aliases = self.dataplane, plan.wanted, plan.aliases
+        self._reported.add(name)
         loaded = set(plane.versions(name)) if name in plane.model_names() else set()
+        # A failure is reported while the version is wanted; a retry below may clear it.
+        plane.unserved.forget_failed(name, keep={str(v) for v in wanted} - loaded)
         for number in sorted(wanted):
             if str(number) in loaded:
                 continue
@@ -106,6 +119,7 @@ class RegistrySync:
                 loaded.add(str(number))
             except InferlineError as exc:
                 logger.error("model %s version %s not served: %s", name, number, exc.message)
+                plane.unserved.mark_failed(name, str(number), exc.message)
                 await asyncio.to_thread(
                     self.registry.record,
                     "load",
@@ -128,6 +142,18 @@ class RegistrySync:
         keep = {str(v) for v in wanted} | set(mapping.values())
         for version in sorted(loaded - keep):
             await plane.remove(name, version)
+        plane.unserved.set_unloaded(
+            name, {str(v): _how_to_serve(name, v) for v in plan.registered if str(v) not in keep}
+        )
+
+
+def _how_to_serve(name: str, version: int) -> str:
+    return (
+        "a server loads a model's latest version and the versions its aliases point at; "
+        f"to serve version {version}, point an alias at it (inferline models alias {name} "
+        f'<alias> {version}, or PUT /api/v1/models/{name}/aliases/<alias> {{"version": '
+        f"{version}}}), then request it by number or alias"
+    )
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

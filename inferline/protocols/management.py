@@ -27,7 +27,6 @@ from inferline.digests import sha256_of
 from inferline.errors import (
     BadRequest,
     ModelLoadError,
-    ModelNotFound,
     PayloadTooLarge,
     PermissionDenied,
     Unavailable,
@@ -37,7 +36,6 @@ from inferline.lifecycle import RegistrySync, guess_runtime
 from inferline.protocols.v2_rest import json_response, read_body
 from inferline.registry.records import DEFAULT_ALIAS, check_alias, check_name, parse_version
 from inferline.registry.store import Registry
-from inferline.repository import load_folder, scan_model_dir
 from inferline.settings import Settings
 
 __all__ = ["routes"]
@@ -67,19 +65,15 @@ def routes(dataplane: DataPlane, sync: RegistrySync | None) -> list[Route]:
         return sync.registry
 
     async def index(request: Request) -> Response:
-        served = set(dataplane.model_names())
-        names = await asyncio.to_thread(registry().model_names) if sync else sorted(served)
-        entries = []
-        for name in names:
-            if name in served:
-                for version in dataplane.versions(name):
+        entries = dataplane.index()
+        if sync is not None:  # registered models this server does not serve
+            known = {entry["name"] for entry in entries}
+            for name in await asyncio.to_thread(sync.registry.model_names):
+                if name not in known:
                     entries.append(
-                        {"name": name, "version": version, "state": "READY", "reason": ""}
+                        {"name": name, "version": "", "state": "UNAVAILABLE", "reason": "unloaded"}
                     )
-            else:
-                entries.append(
-                    {"name": name, "version": "", "state": "UNAVAILABLE", "reason": "unloaded"}
-                )
+            entries.sort(key=lambda entry: entry["name"])
         return json_response(request, entries)
 
     async def load(request: Request) -> Response:
@@ -87,7 +81,10 @@ def routes(dataplane: DataPlane, sync: RegistrySync | None) -> list[Route]:
         if sync is not None:
             await sync.load(name)
         else:
-            await _load_from_folder(dataplane, name)
+            model_dir = dataplane.settings.model_dir
+            if model_dir is None:  # pragma: no cover - folder mode always has one
+                raise Unavailable("no model folder configured")
+            await lifecycle.serve_folder(dataplane, model_dir, only=name)
         return json_response(request, {"name": name, "state": "READY"})
 
     async def unload(request: Request) -> Response:
@@ -95,9 +92,7 @@ def routes(dataplane: DataPlane, sync: RegistrySync | None) -> list[Route]:
         if sync is not None:
             await sync.unload(name)
         else:
-            dataplane.resolve(name, None)  # 404 when unknown
-            for version in dataplane.versions(name):
-                await dataplane.remove(name, version)
+            await lifecycle.unload_folder_model(dataplane, name)
         return json_response(request, {"name": name, "state": "UNAVAILABLE"})
 
     async def list_models(request: Request) -> Response:
@@ -340,18 +335,3 @@ def _untar(archive: Path, target: Path) -> Path:
     except (tarfile.TarError, OSError) as exc:
         raise BadRequest(f"artifact archive cannot be unpacked: {exc}") from exc
     return target
-
-
-async def _load_from_folder(dataplane: DataPlane, name: str) -> None:
-    model_dir = dataplane.settings.model_dir
-    if model_dir is None:  # pragma: no cover - folder mode always has one
-        raise Unavailable("no model folder configured")
-    folders = [
-        f for f in await asyncio.to_thread(scan_model_dir, model_dir) if f.settings.name == name
-    ]
-    if not folders:
-        raise ModelNotFound(f"model {name!r} is not in the model folder {model_dir}")
-    for version in list(dataplane.versions(name)) if name in dataplane.model_names() else []:
-        await dataplane.remove(name, version)
-    for model in await load_folder(folders[0], dataplane.executor):
-        await dataplane.add(model)

@@ -393,13 +393,10 @@ class _Servicer:
         self, request: pb.RepositoryIndexRequest, _: Metadata
     ) -> pb.RepositoryIndexResponse:
         index = pb.RepositoryIndexResponse()
-        for name in self._dataplane.model_names():
-            for version in self._dataplane.versions(name):
-                ready = self._dataplane.model_ready(name, version)
-                if request.ready and not ready:
-                    continue
-                state = "READY" if ready else "UNAVAILABLE"
-                index.models.add(name=name, version=version, state=state)
+        for entry in self._dataplane.index():
+            if request.ready and entry["state"] != "READY":
+                continue
+            index.models.add(**entry)
         return index
 
 

@@ -83,8 +83,11 @@ def routes(dataplane: DataPlane) -> list[Route]:
         return json_response(request, {"live": dataplane.live()})
 
     async def ready(request: Request) -> Response:
-        is_ready = dataplane.ready()
-        return json_response(request, {"ready": is_ready}, 200 if is_ready else 503)
+        if dataplane.ready():
+            return json_response(request, {"ready": True})
+        # Which models hold readiness back, and why (a failed load names its reason).
+        payload = {"ready": False, "models_not_ready": dataplane.not_ready()}
+        return json_response(request, payload, 503)
 
     async def server_metadata(request: Request) -> Response:
         return json_response(request, dataplane.server_metadata())

@@ -42,7 +42,10 @@ class ArtifactStore:
         size = _size(source)
         if (target / name).exists():
             return sha, name, size
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.mkdir(parents=True, exist_ok=True)
+        # Staged next to its final place (same file system), then renamed into the
+        # object folder by name: the same bytes under another name, or a concurrent
+        # writer of this very artifact, each find the folder there and add to it.
         staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=target.parent))
         try:
             if source.is_dir():
@@ -50,9 +53,10 @@ class ArtifactStore:
             else:
                 shutil.copyfile(source, staging / name)
             try:
-                os.rename(staging, target)
+                os.rename(staging / name, target / name)  # a file replaces a twin atomically
             except OSError:
-                if not (target / name).exists():  # not a concurrent twin: a real failure
+                # A folder cannot replace a non-empty folder: a concurrent twin won.
+                if not (target / name).exists():
                     raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)

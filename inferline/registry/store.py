@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -36,7 +36,18 @@ from inferline.registry.records import (
 )
 from inferline.settings.security import redact_url
 
-__all__ = ["Registry", "default_actor"]
+__all__ = ["Registry", "ServingPlan", "default_actor"]
+
+
+class ServingPlan(NamedTuple):
+    """What a serving replica should load of one model."""
+
+    #: Versions to keep loaded: the latest and every aliased one.
+    wanted: set[int]
+    aliases: dict[str, int]
+    latest: int
+    #: Every registered version (the others can be served by pointing an alias at them).
+    registered: set[int]
 
 
 def default_actor() -> str:
@@ -137,18 +148,19 @@ class Registry:
             raise ModelNotFound(f"model {name!r} has no versions")
         return latest[-1]
 
-    def serving_plan(self) -> dict[str, tuple[set[int], dict[str, int], int]]:
-        """Per model: versions to keep loaded (aliased + latest), aliases, latest version."""
-        plan: dict[str, tuple[set[int], dict[str, int], int]] = {}
+    def serving_plan(self) -> dict[str, ServingPlan]:
+        """Per model: versions to keep loaded (aliased + latest), aliases, latest version,
+        and every registered version."""
+        plan: dict[str, ServingPlan] = {}
         with self._tx() as c:
-            latest = {
-                name: int(newest)
-                for name, newest in c.execute(
-                    sa.select(t.models.c.name, sa.func.max(t.versions.c.number))
-                    .join(t.versions, t.versions.c.model_id == t.models.c.id)
-                    .group_by(t.models.c.name)
+            registered: dict[str, set[int]] = {}
+            for name, number in c.execute(
+                sa.select(t.models.c.name, t.versions.c.number).join(
+                    t.versions, t.versions.c.model_id == t.models.c.id
                 )
-            }
+            ):
+                registered.setdefault(name, set()).add(int(number))
+            latest = {name: max(numbers) for name, numbers in registered.items()}
             alias_rows = c.execute(
                 sa.select(t.models.c.name, t.aliases.c.alias, t.aliases.c.version).join(
                     t.aliases, t.aliases.c.model_id == t.models.c.id
@@ -159,7 +171,7 @@ class Registry:
                 by_model.setdefault(name, {})[alias] = version
         for name, newest in latest.items():
             aliases = by_model.get(name, {})
-            plan[name] = ({newest, *aliases.values()}, aliases, newest)
+            plan[name] = ServingPlan({newest, *aliases.values()}, aliases, newest, registered[name])
         return plan
 
     def history(self, name: str, alias: str = DEFAULT_ALIAS) -> list[AliasEvent]:

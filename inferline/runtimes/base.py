@@ -9,6 +9,7 @@ the event loop, with no per-request ``iscoroutinefunction`` check.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import statistics
@@ -38,9 +39,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: A sync predict faster than this (median of the warm-up) runs on the event loop.
+#: A sync predict faster than this (median of the probe) may run on the event loop.
 INLINE_BELOW_SECONDS = 100e-6
-WARMUP_CALLS = 16
+#: Most timed calls of the ``executor: auto`` probe (within ``probe_budget_ms``).
+PROBE_CALLS = 16
 
 Inputs = Mapping[str, np.ndarray[Any, Any]]
 Outputs = Mapping[str, np.ndarray[Any, Any]]
@@ -114,48 +116,57 @@ class Model:
             )
         if inspect.iscoroutinefunction(self.predict):
             self._predict = self.predict
-        elif await self._runs_inline(executor):
-            sync_predict = self.predict
+        else:
+            self._predict = await self._bind_sync(executor)
+        self.ready = True
+
+    async def _bind_sync(self, executor: Executor) -> AsyncPredict:
+        """A sync ``predict`` as a coroutine: in the pool (bounded), or inline when tiny."""
+        sync_predict = self.predict
+        pooled = _bounded(executor, sync_predict, self.settings.max_threads or _share(executor))
+        mode = self.settings.executor
+        if mode == "thread" or (mode == "auto" and not await self._is_tiny(executor)):
+            return pooled
+        if mode == "inline":
 
             async def inline(inputs: Inputs) -> Outputs:
                 return sync_predict(inputs)  # type: ignore[no-any-return]
 
-            self._predict = inline
-        else:
-            loop = asyncio.get_running_loop()
-            sync_predict = self.predict
+            return inline
+        max_rows = self.settings.inline_max_rows
 
-            def in_executor(inputs: Inputs) -> Awaitable[Outputs]:
-                return loop.run_in_executor(executor, sync_predict, inputs)
+        async def inline_when_small(inputs: Inputs) -> Outputs:
+            if count_rows(inputs) > max_rows:  # a big batch would stall the loop
+                return await pooled(inputs)
+            return sync_predict(inputs)  # type: ignore[no-any-return]
 
-            self._predict = in_executor
-        self.ready = True
+        return inline_when_small
 
-    async def _runs_inline(self, executor: Executor) -> bool:
-        """Whether sync ``predict`` may run on the event loop: only when it is tiny.
+    async def _is_tiny(self, executor: Executor) -> bool:
+        """Whether a sync ``predict`` is fast enough to run on the event loop.
 
         A thread hop costs tens of microseconds, more than a small ONNX or tree
-        model takes. ``executor: auto`` times a short warm-up (in the executor, so
-        a slow model never blocks the loop) and goes inline only when the median
-        call is under ``INLINE_BELOW_SECONDS``.
+        model takes. ``executor: auto`` times a few calls on one row of zeros (in
+        the executor, so a slow model never blocks the loop) within
+        ``probe_budget_ms``, and goes inline only when the median call is under
+        ``INLINE_BELOW_SECONDS``; a model whose first call alone outlasts the
+        budget is called once.
         """
-        mode = self.settings.executor
-        if mode != "auto":
-            return mode == "inline"
         sample = sample_inputs(self.inputs)
+        budget = self.settings.probe_budget_ms / 1000
         try:
             seconds = await asyncio.get_running_loop().run_in_executor(
-                executor, _median_call_seconds, self.predict, sample
+                executor, _probe_seconds, self.predict, sample, budget
             )
         except Exception as exc:  # noqa: BLE001 - zeros may not suit every model; stay safe
-            logger.info("model %s: warm-up on zeros failed (%s); using threads", self.name, exc)
+            logger.info("model %s: probe on zeros failed (%s); using threads", self.name, exc)
             return False
-        inline = seconds < INLINE_BELOW_SECONDS
+        inline = seconds is not None and seconds < INLINE_BELOW_SECONDS
         logger.info(
-            "model %s version %s: predict takes %.0f us; runs %s",
+            "model %s version %s: predict takes %s; runs %s",
             self.name,
             self.version,
-            seconds * 1e6,
+            "longer than the probe budget" if seconds is None else f"{seconds * 1e6:.0f} us",
             "inline" if inline else "in the thread pool",
         )
         return inline
@@ -186,14 +197,56 @@ def sample_inputs(specs: list[TensorSpec]) -> dict[str, np.ndarray[Any, Any]]:
     return sample
 
 
-def _median_call_seconds(predict: Callable[[Inputs], Any], inputs: Inputs) -> float:
-    predict(inputs)  # first call pays for lazy initialisation
-    times = []
-    for _ in range(WARMUP_CALLS):
+def _probe_seconds(predict: Callable[[Inputs], Any], inputs: Inputs, budget: float) -> float | None:
+    """Median time of up to ``PROBE_CALLS`` calls made within ``budget`` seconds (None:
+    not one call fitted after the first, which pays for lazy initialisation)."""
+    began = time.perf_counter()
+    predict(inputs)
+    times: list[float] = []
+    while len(times) < PROBE_CALLS and time.perf_counter() - began < budget:
         start = time.perf_counter()
         predict(inputs)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times) if times else None
+
+
+def _share(executor: Executor) -> int:
+    """A model's default share of the pool: all threads but one, so one slow model
+    always leaves a thread to the others (the whole pool when it has one thread)."""
+    workers = getattr(executor, "_max_workers", 1)
+    return max(1, int(workers) - 1)
+
+
+def _bounded(executor: Executor, predict: Callable[[Inputs], Any], limit: int) -> AsyncPredict:
+    """``predict`` in ``executor``, at most ``limit`` calls of this model at once.
+
+    A slot is held until the *thread* returns, not until the caller stops waiting:
+    a call past its timeout keeps its thread, so it keeps its slot, and a slow
+    model waits for its own slots instead of taking the other models' threads.
+    """
+    loop = asyncio.get_running_loop()
+    slots = asyncio.Semaphore(limit)
+
+    def release_from_thread(_: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed while it ran (shutdown)
+            loop.call_soon_threadsafe(slots.release)
+
+    async def run(inputs: Inputs) -> Outputs:
+        await slots.acquire()
+        try:
+            future = executor.submit(predict, inputs)
+        except BaseException:
+            slots.release()
+            raise
+        try:
+            return await asyncio.wrap_future(future)
+        finally:
+            if future.done():
+                slots.release()
+            else:  # cancelled while the thread runs: free the slot when it returns
+                future.add_done_callback(release_from_thread)
+
+    return run
 
 
 async def _call(fn: Callable[[], Any], executor: Executor) -> Any:

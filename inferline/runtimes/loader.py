@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 from concurrent.futures import Executor
@@ -46,9 +47,14 @@ def runtime_class(name: str) -> type[Model]:
 async def load_model(
     settings: ModelSettings, version: str, version_dir: Path, executor: Executor
 ) -> Model:
-    """Build, load and bind one model version, wherever its folder came from."""
-    cls = runtime_class(settings.runtime)
-    artifact = resolve_artifact(version_dir, settings, cls)
+    """Build, load and bind one model version, wherever its folder came from.
+
+    This is the runtime half of :func:`inferline.lifecycle.load_checked`, which adds
+    the warm-up; serving code loads through that, never through this directly.
+    """
+    # Importing the runtime, finding the file and checking its pinned hash read the
+    # disk and may take seconds: never on the event loop.
+    cls, artifact = await asyncio.to_thread(_locate, settings, version_dir)
     model = cls(settings, version, artifact)
     try:
         await model.bind(executor)
@@ -61,6 +67,11 @@ async def load_model(
         ) from exc
     logger.info("loaded model %s version %s (%s)", settings.name, version, settings.runtime)
     return model
+
+
+def _locate(settings: ModelSettings, version_dir: Path) -> tuple[type[Model], Path]:
+    cls = runtime_class(settings.runtime)
+    return cls, resolve_artifact(version_dir, settings, cls)
 
 
 def _first_line(exc: BaseException, limit: int = 300) -> str:

@@ -106,9 +106,20 @@ class ModelSettings(BaseModel):
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     """Dynamic batching; off unless ``max_batch_size`` is set."""
     executor: Literal["auto", "thread", "inline"] = "auto"
-    """Where a sync predict runs: ``thread`` (a thread pool), ``inline`` (on the event
-    loop: only for models that take microseconds), or ``auto`` (inline when a warm-up
-    on zeros shows a median call under 100 us, else threads)."""
+    """Where a sync predict runs: ``thread`` (the server's thread pool), ``inline`` (on
+    the event loop: only for models that take microseconds), or ``auto`` (inline when a
+    probe on zeros shows a median call under 100 us, for requests of up to
+    ``inline_max_rows`` rows; else threads)."""
+    probe_budget_ms: float = Field(default=50.0, gt=0)
+    """Time ``executor: auto`` may spend timing predict at load: one untimed call, then
+    up to 16 timed calls while within this budget (a slow model is called once)."""
+    inline_max_rows: int = Field(default=64, ge=0)
+    """With ``executor: auto``, a model that runs inline still sends requests (or
+    batches) of more rows than this to the thread pool, so they never stall the loop."""
+    max_threads: int | None = Field(default=None, ge=1)
+    """Most calls of this model's sync code in the thread pool at once; default: all of
+    ``executor_threads`` but one. A call past its ``timeout_ms`` keeps its thread until
+    it returns, so this is what stops one slow model from starving the others."""
     payload_log: PayloadLogSettings = Field(default_factory=PayloadLogSettings)
     """Sampling and redaction for the payload log (when the server has one)."""
     cache: CacheSettings = Field(default_factory=CacheSettings)

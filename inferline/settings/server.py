@@ -60,7 +60,8 @@ class Settings(BaseSettings):
     max_elements: int = Field(default=16 * 1024 * 1024, ge=1)
     """Most elements in one input tensor."""
     executor_threads: int = Field(default=4, ge=1)
-    """Threads that run synchronous model code, shared by all models."""
+    """Threads that run synchronous model code, shared by all models; each model may
+    hold at most its ``max_threads`` of them (default: all but one)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Server log level."""
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)

@@ -569,9 +569,11 @@ runtime: python
 inputs: [{name: x, datatype: FP64, shape: [-1, 2]}]
 outputs: [{name: y, datatype: FP64, shape: [-1]}]
 """
-# Threads (no warm-up on the loop), one batch at a time and one queued request at most.
+# Threads (no probe on the loop), one batch at a time and one queued request at most;
+# neither model could pass a warm-up (one blocks, one always fails), so none.
 GATE_SETTINGS = """\
 executor: thread
+warmup_requests: 0
 batching: {max_batch_size: 1, max_queue_size: 1, max_concurrent_batches: 1, max_queue_delay_ms: 0}
 """
 
@@ -579,7 +581,10 @@ batching: {max_batch_size: 1, max_queue_size: 1, max_concurrent_batches: 1, max_
 @pytest.fixture
 async def blocking(tmp_path: Path) -> AsyncIterator[DataPlane]:
     """``gate`` answers once the test opens its gate; ``broken`` always fails."""
-    for name, code, extra in (("gate", GATE_CODE, GATE_SETTINGS), ("broken", BROKEN_CODE, "")):
+    for name, code, extra in (
+        ("gate", GATE_CODE, GATE_SETTINGS),
+        ("broken", BROKEN_CODE, "warmup_requests: 0\n"),
+    ):
         (tmp_path / name / "1").mkdir(parents=True)
         (tmp_path / name / "1" / "model.py").write_text(code)
         (tmp_path / name / "model-settings.yaml").write_text(SIGNATURE + extra)

@@ -497,7 +497,7 @@ async def test_unexpected_error_is_internal_with_request_id_and_no_traceback(
         raise RuntimeError("secret stack detail")
 
     names = ("live", "ready", "model_ready", "server_metadata", "model_metadata")
-    for name in (*names, "infer", "model_names", "resolve"):
+    for name in (*names, "infer", "model_names", "resolve", "index"):
         monkeypatch.setattr(dataplane, name, explode)
     service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     for method in service.methods:
