@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from inferline.settings import (
     BatchingSettings,
+    ConnectionLimits,
     DriftSettings,
     ModelSettings,
     MonitoringSettings,
@@ -66,6 +67,13 @@ def render() -> str:
         "### `monitoring.drift`",
         "",
         *table(DriftSettings, "monitoring.drift."),
+        "",
+        "### `limits`",
+        "",
+        "Nested: `INFERLINE_LIMITS__MAX_CONNECTIONS=20000`, or under `limits:` in the",
+        "settings file (see [security-transport](security-transport.md)).",
+        "",
+        *table(ConnectionLimits, "limits."),
         "",
         "## Model (`model-settings.yaml`)",
         "",

@@ -24,12 +24,14 @@ from inferline.settings.monitoring import (
     RetrainHook,
 )
 from inferline.settings.server import Settings
+from inferline.settings.transport import ConnectionLimits
 
 __all__ = [
     "MODEL_SETTINGS_FILE",
     "AlertRule",
     "BatchingSettings",
     "CacheSettings",
+    "ConnectionLimits",
     "DriftSettings",
     "ModelMonitoring",
     "ModelSettings",

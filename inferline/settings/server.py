@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferline.settings._files import read_mapping
 from inferline.settings.monitoring import MonitoringSettings
+from inferline.settings.transport import ConnectionLimits
 
 
 class Settings(BaseSettings):
@@ -51,6 +52,9 @@ class Settings(BaseSettings):
     """What serves gRPC: ``native`` (inferline's own HTTP/2 server in the event loop,
     cleartext only, several times cheaper per call) or ``grpcio`` (grpc.aio); see
     docs/protocols.md."""
+    limits: ConnectionLimits = Field(default_factory=ConnectionLimits)
+    """What a hostile client may cost: connection caps, timeouts, frame budgets (see
+    docs/security-transport.md)."""
     max_tensors: int = Field(default=256, ge=1)
     """Most input tensors in one request."""
     max_elements: int = Field(default=16 * 1024 * 1024, ge=1)

@@ -60,6 +60,9 @@ class GrpcServer:
         self._server = None
 
     def _connection(self) -> Connection:
+        if len(self._connections) >= self._limits.max_connections:
+            # Answered (SETTINGS, GOAWAY ENHANCE_YOUR_CALM) and closed, not left hanging.
+            return Connection(self._dispatcher, self._limits, _ignore, refuse=True)
         conn = Connection(self._dispatcher, self._limits, self._forget)
         self._connections.add(conn)
         return conn
@@ -68,3 +71,7 @@ class GrpcServer:
         self._connections.discard(conn)
         if not self._connections and self._closed is not None:
             self._closed.set()
+
+
+def _ignore(_: Connection) -> None:
+    """``on_close`` of a refused connection, which was never counted."""
