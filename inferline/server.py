@@ -143,7 +143,8 @@ async def _serve(settings: Settings) -> None:
     config = uvicorn.Config(
         build_server_app(settings),
         loop="none",
-        http=HttpProtocol,  # httptools, one task step and one write per small request
+        # httptools, one task step and one write per small request; head timeout, connection cap
+        http=HttpProtocol.configured(settings.limits),
         lifespan="on",
         access_log=False,
         log_config=None,  # keep configure_logging's JSON handler for uvicorn's own lines
