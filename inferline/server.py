@@ -13,10 +13,13 @@ import gc
 import logging
 import multiprocessing
 import os
+import signal
 import socket
+import ssl
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import grpc
 import uvicorn
@@ -38,17 +41,21 @@ from inferline.settings import ModelMonitoring, Settings
 from inferline.transport.grpc_h2 import GrpcServer
 from inferline.transport.http1 import HttpProtocol
 from inferline.transport.sockets import listen_socket
+from inferline.transport.tls import ServerTls
 
-__all__ = ["build_server_app", "run", "start_workers"]
+__all__ = ["build_server_app", "run", "server_tls", "start_workers", "uvicorn_config"]
 
 logger = logging.getLogger(__name__)
 
 
-def build_server_app(settings: Settings, dataplane: DataPlane | None = None) -> Starlette:
+def build_server_app(
+    settings: Settings, dataplane: DataPlane | None = None, tls: ServerTls | None = None
+) -> Starlette:
     """The REST app whose lifespan owns the data plane, the registry sync and gRPC.
 
     With ``model_dir`` set it serves that folder; otherwise it serves what the
-    registry says and follows its changes.
+    registry says and follows its changes. ``tls`` (see :func:`server_tls`) makes
+    gRPC serve TLS.
     """
     plane = dataplane or DataPlane(settings)
     telemetry = Telemetry(settings)
@@ -70,7 +77,7 @@ def build_server_app(settings: Settings, dataplane: DataPlane | None = None) -> 
             await sync.start()
         if monitor is not None:
             await monitor.start()
-        grpc_server = await _start_grpc(settings, plane)
+        grpc_server = await _start_grpc(settings, plane, tls)
         try:
             yield
         finally:
@@ -90,23 +97,58 @@ def build_server_app(settings: Settings, dataplane: DataPlane | None = None) -> 
     )
 
 
-async def _start_grpc(settings: Settings, plane: DataPlane) -> grpc.aio.Server | GrpcServer | None:
+async def _start_grpc(
+    settings: Settings, plane: DataPlane, tls: ServerTls | None = None
+) -> grpc.aio.Server | GrpcServer | None:
     """The gRPC server of ``settings.grpc_engine``, started in this loop (None: gRPC off)."""
     if settings.grpc_port is None:
         return None
     if settings.grpc_engine == "native":
         native = native_server(plane)
         sock = _listen_socket(settings, settings.grpc_port)
-        await native.start(sock)
+        await native.start(sock, tls.context(["h2"]) if tls is not None else None)
         logger.info("gRPC (native) listening on %s:%d", settings.host, native.port)
         return native
     server = grpc.aio.server(options=v2_grpc.server_options(settings))
     v2_grpc.add_to_server(server, plane)
-    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    address = f"{settings.host}:{settings.grpc_port}"
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, _grpcio_credentials(tls))
     await server.start()
     v2_grpc.batch_grpc_threads()
     logger.info("gRPC (grpcio) listening on %s:%d", settings.host, port)
     return server
+
+
+def server_tls(settings: Settings) -> ServerTls | None:
+    """The process's TLS files (``tls_cert``, ``tls_key``, ``tls_client_ca``), or None."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    return ServerTls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+
+
+def _grpcio_credentials(tls: ServerTls) -> grpc.ServerCredentials:
+    """grpcio's credentials for ``tls``: its fetcher, asked before every handshake,
+    hands over the files again after each reload."""
+
+    def configuration() -> grpc.ServerCertificateConfiguration:
+        key, cert, ca = tls.pem
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+    seen = tls.generation
+
+    def fetch() -> grpc.ServerCertificateConfiguration | None:
+        nonlocal seen
+        if tls.generation == seen:
+            return None
+        seen = tls.generation
+        return configuration()
+
+    return grpc.dynamic_ssl_server_credentials(
+        configuration(), fetch, require_client_authentication=tls.client_ca is not None
+    )
 
 
 def _monitor(settings: Settings, plane: DataPlane, sync: RegistrySync | None) -> Monitor | None:
@@ -137,11 +179,17 @@ def _listen_socket(settings: Settings, port: int) -> socket.socket:
     return sock
 
 
-async def _serve(settings: Settings) -> None:
-    sock = _listen_socket(settings, settings.http_port)
-    logger.info("REST listening on http://%s:%d", settings.host, sock.getsockname()[1])
-    config = uvicorn.Config(
-        build_server_app(settings),
+def uvicorn_config(settings: Settings, app: Starlette, tls: ServerTls | None) -> uvicorn.Config:
+    """uvicorn serving ``app`` with inferline's HTTP/1.1 protocol, limits and TLS."""
+    factory = None
+    if tls is not None:
+
+        def factory(*_: Any) -> ssl.SSLContext:
+            return tls.context(["http/1.1"])
+
+    return uvicorn.Config(
+        app,
+        ssl_context_factory=factory,
         loop="none",
         # httptools, one task step and one write per small request; head timeout, connection cap
         http=HttpProtocol.configured(settings.limits),
@@ -151,6 +199,16 @@ async def _serve(settings: Settings) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
     )
+
+
+async def _serve(settings: Settings) -> None:
+    sock = _listen_socket(settings, settings.http_port)
+    tls = server_tls(settings)
+    scheme = "https" if tls is not None else "http"
+    logger.info("REST listening on %s://%s:%d", scheme, settings.host, sock.getsockname()[1])
+    config = uvicorn_config(settings, build_server_app(settings, tls=tls), tls)
+    if tls is not None:  # new connections get the files' certificate, open ones keep theirs
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, tls.reload)
     _tune_gc()
     await uvicorn.Server(config).serve(sockets=[sock])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,6 +33,14 @@ GrpcEngine = Annotated[
 Workers = Annotated[int | None, typer.Option(help="Server processes sharing the ports.")]
 Config = Annotated[Path | None, typer.Option(help="YAML settings file (flags and env win).")]
 LogLevel = Annotated[str | None, typer.Option(help="debug, info, warning or error.")]
+TlsCert = Annotated[
+    Path | None,
+    typer.Option(help="PEM certificate: serve HTTPS and gRPC over TLS (SIGHUP reloads)."),
+]
+TlsKey = Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")]
+TlsClientCa = Annotated[
+    Path | None, typer.Option(help="PEM CA bundle: require client certificates it signed.")
+]
 
 
 def _settings(config: Path | None, **flags: Any) -> Any:
@@ -66,8 +75,14 @@ def _serve(settings: Any) -> None:
             if process.is_alive():
                 process.terminate()
 
+    def reload(signum: int, _: Any) -> None:
+        for process in workers:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGHUP)  # each reloads its TLS files
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, reload)
     for process in workers:
         process.join()
 
@@ -81,6 +96,9 @@ def serve(
     grpc_engine: GrpcEngine = None,
     workers: Workers = None,
     log_level: LogLevel = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_client_ca: TlsClientCa = None,
     config: Config = None,
 ) -> None:
     """Serve every model found in a model folder over REST and gRPC."""
@@ -93,6 +111,9 @@ def serve(
         grpc_engine=grpc_engine,
         workers=workers,
         log_level=log_level,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
     )
     _serve(settings)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferline.settings._files import read_mapping
@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     limits: ConnectionLimits = Field(default_factory=ConnectionLimits)
     """What a hostile client may cost: connection caps, timeouts, frame budgets (see
     docs/security-transport.md)."""
+    tls_cert: Path | None = None
+    """PEM certificate (chain) file: REST serves HTTPS and gRPC serves TLS (ALPN ``h2``
+    on the native engine); reloaded on SIGHUP."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``."""
+    tls_client_ca: Path | None = None
+    """PEM CA bundle: clients must present a certificate it signed (mutual TLS)."""
     max_tensors: int = Field(default=256, ge=1)
     """Most input tensors in one request."""
     max_elements: int = Field(default=16 * 1024 * 1024, ge=1)
@@ -87,6 +94,14 @@ class Settings(BaseSettings):
     """Size at which the payload file rotates."""
     payload_log_backups: int = Field(default=5, ge=1)
     """Rotated payload files kept."""
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key")
+        return self
 
     @property
     def registry_database(self) -> str:
