@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from inferline.transport.grpc_h2 import frames as f
 from inferline.transport.grpc_h2.frames import ErrorCode, Limits
 from inferline.transport.grpc_h2.guard import Budget, ConnectionError_, Deadlines, Guarded
-from inferline.transport.grpc_h2.hpack import Decoder, HpackError
+from inferline.transport.grpc_h2.hpack import Decoder, HeaderBomb, HpackError
 from inferline.transport.grpc_h2.output import Output
 from inferline.transport.grpc_h2.streams import RequestHead, Stream, oversized, parse_head
 
@@ -287,7 +287,10 @@ class Connection(Output, Guarded, asyncio.Protocol):
             head = cached[1]
         else:
             limit = self._limits.max_header_list_size
-            headers, pure, size = self._decoder.decode(block, limit)
+            try:
+                headers, pure, size = self._decoder.decode(block, limit)
+            except HeaderBomb as exc:
+                raise ConnectionError_(ErrorCode.ENHANCE_YOUR_CALM, str(exc)) from None
             head = parse_head(headers) if size <= limit else oversized(size)
             if pure and len(block) <= _HEAD_CACHE_BLOCK:
                 cost = len(block) + head.size

@@ -20,7 +20,7 @@ from collections import deque
 from hpack.exceptions import HPACKDecodingError
 from hpack.huffman_table import decode_huffman
 
-__all__ = ["Decoder", "HpackError", "integer", "literal", "literal_value"]
+__all__ = ["Decoder", "HeaderBomb", "HpackError", "integer", "literal", "literal_value"]
 
 Header = tuple[str, str]
 
@@ -102,6 +102,15 @@ class HpackError(Exception):
     """The header block cannot be decoded: a connection error (COMPRESSION_ERROR)."""
 
 
+class HeaderBomb(HpackError):
+    """The block decodes to a header list ``BOMB_FACTOR`` times the limit or more: an
+    attack, not a mistake (a connection error, ENHANCE_YOUR_CALM)."""
+
+
+#: A header list this many times over the limit stops decoding at once.
+BOMB_FACTOR = 16
+
+
 class Decoder:
     """Decodes header blocks of one connection, in order (they share a dynamic table)."""
 
@@ -121,12 +130,15 @@ class Decoder:
         header list's size (name + value + 32 per field, RFC 9113 §6.5.2).
 
         Past ``limit`` bytes of header list, fields are no longer kept (the block is still
-        decoded to the end, so the dynamic table stays in step with the client's): a block
-        of one-byte references to a large table entry cannot make a large list.
+        decoded to the end, so the dynamic table stays in step with the client's, and the
+        stream is answered 431); past ``BOMB_FACTOR`` times the limit (a small block of
+        one-byte references to a large table entry), decoding stops with
+        :class:`HeaderBomb`, so neither memory nor time grows with what the block claims.
         """
         headers: list[Header] = []
         pure = True
         size = 0
+        bomb = limit * BOMB_FACTOR
         pos, end = 0, len(data)
         entries = self._entries
         while pos < end:
@@ -146,6 +158,8 @@ class Decoder:
                 size += len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
                 if size <= limit:
                     headers.append(field)
+                elif size > bomb:
+                    raise HeaderBomb(f"header list of over {bomb} bytes")
                 continue
             if byte & 0x40:  # literal with incremental indexing (§6.2.1)
                 mask = 0x3F
@@ -185,6 +199,8 @@ class Decoder:
             size += len(name) + len(value) + _ENTRY_OVERHEAD
             if size <= limit:
                 headers.append(header)
+            elif size > bomb:
+                raise HeaderBomb(f"header list of over {bomb} bytes")
             if mask == 0x3F:
                 self._add(header)
                 pure = False
