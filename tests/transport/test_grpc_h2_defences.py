@@ -365,3 +365,22 @@ async def test_request_bytes_are_capped_across_connections(serve: Any, dataplane
         await client.close()
     await poll(lambda: pool.held == 0, "the held bytes to be released")
     await still_serving(address)
+
+
+# -- the grpcio engine takes the limits grpc-core has ------------------------------------
+async def test_grpcio_closes_idle_connections_too(dataplane: DataPlane) -> None:
+    settings = dataplane.settings.model_copy(
+        update={"limits": dataplane.settings.limits.model_copy(update={"idle_timeout": 0.3})}
+    )
+    server, address = await start_server(dataplane, settings, "grpcio")
+    try:
+        client = await RawClient.connect(address)
+        client.headers(1, request_headers())
+        client.data(1, grpc_message(CHECK))
+        _, _, trailers = await client.response(1)
+        assert trailers["grpc-status"] == "0"
+        await client.goaway()  # grpc-core's code and message, then the close
+        assert b"idle" in [x for x in client.frames if x.kind == f.GOAWAY][-1].payload
+        await client.close()
+    finally:
+        await server.stop(None)
