@@ -51,7 +51,7 @@ class ConnectionLimits(BaseModel):
     grpc_max_header_list_bytes: int = Field(default=16 * 1024, ge=1024)
     """Largest request header list (HTTP/2 counting: name + value + 32 per field),
     enforced while decoding; more is answered HTTP 431."""
-    grpc_buffered_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    grpc_buffered_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
     """Request bytes (gRPC messages still arriving or not yet handed to a handler) all
     connections of a process may hold; a message that would pass it is answered
     RESOURCE_EXHAUSTED as soon as its length prefix arrives."""
