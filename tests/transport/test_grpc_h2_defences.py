@@ -18,6 +18,7 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import hpack
 import pytest
 from grpc_health.v1 import health_pb2
 
@@ -230,7 +231,8 @@ async def test_header_block_cache_is_bounded_in_bytes(serve: Any) -> None:
     server, address = await serve()
     client = await RawClient.connect(address)
     for stream_id in range(1, 2 * 200, 2):  # 200 different blocks of about 900 bytes
-        extra = [("x-pad", f"{stream_id:08d}" + "p" * 800)]
+        # Never indexed: the blocks leave the dynamic table alone, so they are cacheable.
+        extra = [hpack.NeverIndexedHeaderTuple("x-pad", f"{stream_id:08d}" + "p" * 800)]
         block = client.encoder.encode(request_headers(extra=extra), huffman=False)
         client.send(frame(f.HEADERS, f.END_HEADERS | f.END_STREAM, stream_id, block))
         await client.response(stream_id)
@@ -238,6 +240,18 @@ async def test_header_block_cache_is_bounded_in_bytes(serve: Any) -> None:
     held = sum(len(block) + head.size for block, (_, head) in conn._head_cache.items())
     assert held <= 16 * 1024
     await client.close()
+
+
+def test_huffman_cache_is_bounded_in_bytes() -> None:
+    from inferline.transport.grpc_h2 import hpack as ours
+
+    encoder = hpack.Encoder()
+    decoder = Decoder()
+    for i in range(2000):  # distinct long Huffman-coded values, never indexed
+        header = hpack.NeverIndexedHeaderTuple("x-long", f"{i:05d}" + "h" * 1000)
+        decoder.decode(encoder.encode([header], huffman=True))
+    cached = sum(len(raw) + len(text) for raw, text in ours._huffman_cache.items())
+    assert cached <= 512 * (64 + 103)
 
 
 # -- backpressure: a client that never reads -------------------------------------------
