@@ -9,8 +9,11 @@ made on the spot (``pki.py``). Clients: httpx, grpc.aio, and tritonclient with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+import signal
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,7 @@ from inferline.server import build_server_app, uvicorn_config
 from inferline.settings import Settings
 from inferline.transport.sockets import listen_socket
 from inferline.transport.tls import ServerTls
-from tests.conftest import free_port
+from tests.conftest import free_port, start_server, stop_server
 from tests.transport.pki import Authority, Issued
 
 
@@ -234,3 +237,34 @@ def test_tls_settings_go_together(tmp_path: Path) -> None:
         Settings(tls_cert=tmp_path / "x.pem")
     with pytest.raises(ValueError, match="tls_client_ca needs"):
         Settings(tls_client_ca=tmp_path / "ca.pem")
+
+
+@pytest.mark.e2e
+def test_sighup_reloads_the_certificate_of_a_running_server(
+    model_dir: Path, tmp_path: Path, pki: Pki
+) -> None:
+    """``inferline serve --tls-cert … --tls-key …``, then new files and ``kill -HUP``."""
+    cert, key = tmp_path / "tls.pem", tmp_path / "tls.key"
+    shutil.copy(pki.server.cert, cert)
+    shutil.copy(pki.server.key, key)
+    flags = ("--tls-cert", str(cert), "--tls-key", str(key))
+    server = start_server(model_dir, tmp_path / "log", *flags, verify=pki.ca.path)
+    try:
+        url = f"https://{server.http_url}/v2/health/ready"
+        with httpx.Client(verify=client_context(pki.ca.path)) as kept:
+            assert kept.get(url).status_code == 200
+            shutil.copy(pki.other_server.cert, cert)
+            shutil.copy(pki.other_server.key, key)
+            server.process.send_signal(signal.SIGHUP)
+            for _ in range(500):  # until a new connection sees the new certificate
+                with contextlib.suppress(httpx.ConnectError):
+                    fresh = httpx.get(url, verify=client_context(pki.other_ca.path))
+                    assert fresh.status_code == 200
+                    break
+                time.sleep(0.02)
+            else:
+                pytest.fail("the new certificate was never served")
+            assert kept.get(url).status_code == 200  # the connection from before goes on
+        assert server.process.poll() is None
+    finally:
+        stop_server(server)
