@@ -10,8 +10,12 @@ once, at the end of ``data_received``.
 Errors follow §5.4: a connection error writes GOAWAY with its code and closes;
 a stream error resets that stream and the connection goes on. Memory is bounded
 by the frame size, the header-block limit, the message limit (checked against
-the length prefix before the body arrives) and a per-connection cap on buffered
-request bytes, past which the connection window is no longer replenished.
+the length prefix before the body arrives), a per-connection cap on buffered
+request bytes, past which the connection window is no longer replenished, and
+the server-wide ``limits.pool``. What a client may make it do for free (resets,
+PINGs, SETTINGS, empty frames, acks owed) is budgeted, and its deadlines kept,
+by :mod:`~inferline.transport.grpc_h2.guard`; a client that does not read stops
+being read (``Output.pause_writing``).
 """
 
 from __future__ import annotations
