@@ -14,11 +14,14 @@ import gc
 import logging
 import multiprocessing
 import os
+import signal
 import socket
+import ssl
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import grpc
 import uvicorn
@@ -44,20 +47,34 @@ from inferline.settings.security import REVEAL, redact_url
 from inferline.transport.grpc_h2 import GrpcServer
 from inferline.transport.http1 import HttpProtocol
 from inferline.transport.sockets import listen_socket
+from inferline.transport.tls import ServerTls
 
-__all__ = ["build_server_app", "preflight", "run", "start_workers"]
+__all__ = [
+    "build_server_app",
+    "preflight",
+    "run",
+    "server_tls",
+    "start_workers",
+    "uvicorn_config",
+]
 
 logger = logging.getLogger(__name__)
 
 
-def build_server_app(settings: Settings, *, grpc_socket: socket.socket | None = None) -> Starlette:
+def build_server_app(
+    settings: Settings,
+    *,
+    grpc_socket: socket.socket | None = None,
+    tls: ServerTls | None = None,
+) -> Starlette:
     """The REST app whose lifespan owns the data plane, the registry sync and gRPC.
 
     With ``model_dir`` set it serves that folder; otherwise it serves what the
     registry says and follows its changes. The data plane is built with every
     observer it reports to (telemetry's, then the monitor), and never rewired.
     ``grpc_socket`` is the native gRPC server's listening socket when the caller
-    bound it already (``inferline serve`` binds both ports before any model loads).
+    bound it already (``inferline serve`` binds both ports before any model loads);
+    ``tls`` (see :func:`server_tls`) makes gRPC serve TLS.
     """
     telemetry = Telemetry(settings)
     guard = Guard(settings, telemetry.metrics)
@@ -87,7 +104,7 @@ def build_server_app(settings: Settings, *, grpc_socket: socket.socket | None = 
             await sync.start()
         if monitor is not None:
             await monitor.start()
-        grpc_server = await _start_grpc(settings, plane, guard, grpc_socket)
+        grpc_server = await _start_grpc(settings, plane, guard, grpc_socket, tls)
         try:
             yield
         finally:
@@ -150,25 +167,62 @@ async def _start_grpc(
     plane: DataPlane,
     guard: Guard | None = None,
     sock: socket.socket | None = None,
+    tls: ServerTls | None = None,
 ) -> grpc.aio.Server | GrpcServer | None:
     """The gRPC server of ``settings.grpc_engine``, started in this loop (None: gRPC off)."""
     if settings.grpc_port is None:
         return None
     if settings.grpc_engine == "native":
         native = native_server(plane, guard=guard)
-        await native.start(sock or _bind(settings, "grpc_port", settings.grpc_port))
+        await native.start(
+            sock or _bind(settings, "grpc_port", settings.grpc_port),
+            tls.context(["h2"]) if tls is not None else None,
+        )
         logger.info("gRPC (native) listening on %s:%d", settings.host, native.port)
         return native
     server = grpc.aio.server(options=v2_grpc.server_options(settings))
     v2_grpc.add_to_server(server, plane, guard)
+    address = f"{settings.host}:{settings.grpc_port}"
     try:
-        port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, _grpcio_credentials(tls))
     except RuntimeError as exc:  # grpcio says only "Failed to bind"
         raise SettingsError("grpc_port", f"cannot listen on {settings.grpc_port}") from exc
     await server.start()
     v2_grpc.batch_grpc_threads()
     logger.info("gRPC (grpcio) listening on %s:%d", settings.host, port)
     return server
+
+
+def server_tls(settings: Settings) -> ServerTls | None:
+    """The process's TLS files (``tls_cert``, ``tls_key``, ``tls_client_ca``), or None."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    return ServerTls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+
+
+def _grpcio_credentials(tls: ServerTls) -> grpc.ServerCredentials:
+    """grpcio's credentials for ``tls``: its fetcher, asked before every handshake,
+    hands over the files again after each reload."""
+
+    def configuration() -> grpc.ServerCertificateConfiguration:
+        key, cert, ca = tls.pem
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+    seen = tls.generation
+
+    def fetch() -> grpc.ServerCertificateConfiguration | None:
+        nonlocal seen
+        if tls.generation == seen:
+            return None
+        seen = tls.generation
+        return configuration()
+
+    return grpc.dynamic_ssl_server_credentials(
+        configuration(), fetch, require_client_authentication=tls.client_ca is not None
+    )
 
 
 def _monitor(
@@ -234,19 +288,37 @@ async def _serve(settings: Settings) -> None:
     except SettingsError:
         sock.close()
         raise
-    logger.info("REST listening on http://%s:%d", settings.host, sock.getsockname()[1])
-    config = uvicorn.Config(
-        build_server_app(settings, grpc_socket=grpc_socket),
+    tls = server_tls(settings)
+    scheme = "https" if tls is not None else "http"
+    logger.info("REST listening on %s://%s:%d", scheme, settings.host, sock.getsockname()[1])
+    app = build_server_app(settings, grpc_socket=grpc_socket, tls=tls)
+    config = uvicorn_config(settings, app, tls)
+    if tls is not None:  # new connections get the files' certificate, open ones keep theirs
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, tls.reload)
+    _tune_gc()
+    await uvicorn.Server(config).serve(sockets=[sock])
+
+
+def uvicorn_config(settings: Settings, app: Starlette, tls: ServerTls | None) -> uvicorn.Config:
+    """uvicorn serving ``app`` with inferline's HTTP/1.1 protocol, limits and TLS."""
+    factory = None
+    if tls is not None:
+
+        def factory(*_: Any) -> ssl.SSLContext:
+            return tls.context(["http/1.1"])
+
+    return uvicorn.Config(
+        app,
+        ssl_context_factory=factory,
         loop="none",
-        http=HttpProtocol,  # httptools, one task step and one write per small request
+        # httptools, one task step and one write per small request; head timeout, connection cap
+        http=HttpProtocol.configured(settings.limits),
         lifespan="on",
         access_log=False,
         log_config=None,  # keep configure_logging's JSON handler for uvicorn's own lines
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
     )
-    _tune_gc()
-    await uvicorn.Server(config).serve(sockets=[sock])
 
 
 def _tune_gc() -> None:
@@ -257,6 +329,11 @@ def _tune_gc() -> None:
     scans what requests left behind (it scanned some 200,000 startup objects,
     which set the p99 under load). A larger first-generation threshold makes the
     young collections rarer; each request allocates dozens of containers.
+
+    Rare full collections must not be what frees cancelled work: the native gRPC
+    engine breaks the cycle a cancelled handler sits in (``Output.task_done``), and
+    ``test_cancelled_handlers_are_freed_without_the_cyclic_collector`` checks it with
+    the collector off.
     """
     gc.collect()
     gc.freeze()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -149,11 +150,16 @@ class ServerProcess:
 
 
 def start_server(
-    model_dir: Path | None, log: Path, *extra: str, env: dict[str, str] | None = None
+    model_dir: Path | None,
+    log: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    verify: Path | None = None,
 ) -> ServerProcess:
     """Start ``inferline serve`` on free ports and wait until it reports ready.
 
-    With ``model_dir`` None it serves the registry that ``env`` points at.
+    With ``model_dir`` None it serves the registry that ``env`` points at; with
+    ``verify`` (a CA file) it serves HTTPS, checked against that CA.
     """
     http_port, grpc_port = free_port(), free_port()
     command = [sys.executable, "-m", "inferline", "serve"]
@@ -170,7 +176,11 @@ def start_server(
         if process.poll() is not None:
             raise RuntimeError(f"inferline serve exited early:\n{log.read_text()}")
         try:
-            if httpx.get(f"http://{server.http_url}/v2/health/ready", timeout=1).status_code == 200:
+            scheme, trust = "http", True
+            if verify is not None:
+                scheme, trust = "https", ssl.create_default_context(cafile=str(verify))
+            ready = f"{scheme}://{server.http_url}/v2/health/ready"
+            if httpx.get(ready, timeout=1, verify=trust).status_code == 200:
                 return server
         except httpx.TransportError:
             pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -48,6 +49,14 @@ AllowCodeUpload = Annotated[
         help="Accept Python code and pinned pickles uploaded over HTTP (admin role only).",
     ),
 ]
+TlsCert = Annotated[
+    Path | None,
+    typer.Option(help="PEM certificate: serve HTTPS and gRPC over TLS (SIGHUP reloads)."),
+]
+TlsKey = Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")]
+TlsClientCa = Annotated[
+    Path | None, typer.Option(help="PEM CA bundle: require client certificates it signed.")
+]
 
 
 def _settings(config: Path | None, **flags: Any) -> Any:
@@ -93,8 +102,14 @@ def _serve(settings: Any) -> None:
             if process.is_alive():
                 process.terminate()
 
+    def reload(signum: int, _: Any) -> None:
+        for process in workers:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGHUP)  # each reloads its TLS files
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, reload)
     for process in workers:
         process.join()
     if any(process.exitcode == 2 for process in workers):
@@ -110,6 +125,9 @@ def serve(
     grpc_engine: GrpcEngine = None,
     workers: Workers = None,
     log_level: LogLevel = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_client_ca: TlsClientCa = None,
     config: Config = None,
     insecure: Insecure = False,
     allow_code_upload: AllowCodeUpload = False,
@@ -126,6 +144,9 @@ def serve(
         log_level=log_level,
         insecure=insecure or None,
         allow_code_upload=allow_code_upload or None,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
     )
     _serve(settings)
 

@@ -197,6 +197,11 @@ class Dispatcher:
         if stream.size > declared + 5:
             self._fail(conn, stream, CODES["INTERNAL"], "more than one request message")
             return False
+        pool = conn.pool
+        if pool.held > pool.cap or declared + 5 - stream.size > pool.cap - pool.held:
+            message = f"server holds too many request bytes ({pool.cap} at most); try again"
+            self._fail(conn, stream, CODES["RESOURCE_EXHAUSTED"], message)
+            return False
         return True
 
     def start(self, conn: Connection, stream: Stream) -> None:
@@ -221,7 +226,7 @@ class Dispatcher:
             coro = self._run_unary(conn, stream, route, message)
         stream.task = task = asyncio.get_running_loop().create_task(coro)
         conn.tasks.add(task)
-        task.add_done_callback(conn.tasks.discard)
+        task.add_done_callback(conn.task_done)
 
     def _decompress(self, conn: Connection, stream: Stream, flag: int, data: bytes) -> bytes | None:
         encoding = stream.head.encoding
@@ -335,7 +340,7 @@ def native_server(
     dataplane: DataPlane, limits: Limits | None = None, guard: Guard | None = None
 ) -> GrpcServer:
     """V2 inference and ``grpc.health.v1`` on the native HTTP/2 transport."""
-    limits = limits or Limits(dataplane.settings.grpc_max_message_bytes)
+    limits = limits or Limits.from_settings(dataplane.settings)
     dispatcher = Dispatcher(
         GrpcService(dataplane), limits.max_message, limits.max_header_list_size, guard
     )

@@ -74,13 +74,19 @@ def server_options(settings: Settings) -> list[tuple[str, Any]]:
     """Channel options for ``grpc.aio.server(options=...)``.
 
     ``so_reuseport`` lets several worker processes bind the same port; the
-    kernel spreads connections between them.
+    kernel spreads connections between them. ``limits`` gives the idle and
+    handshake timeouts and the header-list limit.
     """
     size = settings.grpc_max_message_bytes
+    limits = settings.limits
     return [
         ("grpc.max_receive_message_length", size),
         ("grpc.max_send_message_length", size),
         ("grpc.so_reuseport", 1),
+        # The limits grpc-core has that the native engine's settings name too.
+        ("grpc.max_connection_idle_ms", int(limits.idle_timeout * 1000)),
+        ("grpc.server_handshake_timeout_ms", int(limits.handshake_timeout * 1000)),
+        ("grpc.max_metadata_size", limits.grpc_max_header_list_bytes),
     ]
 
 

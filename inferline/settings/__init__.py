@@ -26,6 +26,7 @@ from inferline.settings.monitoring import (
 )
 from inferline.settings.security import AuthSettings, JwtSettings, RateLimitSettings
 from inferline.settings.server import Settings, setting_label, settings_error
+from inferline.settings.transport import ConnectionLimits
 
 __all__ = [
     "ALERT_METRICS",
@@ -34,6 +35,7 @@ __all__ = [
     "AuthSettings",
     "BatchingSettings",
     "CacheSettings",
+    "ConnectionLimits",
     "DriftSettings",
     "JwtSettings",
     "ModelMonitoring",

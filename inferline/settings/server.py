@@ -5,12 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferline.settings._files import read_mapping
 from inferline.settings.monitoring import MonitoringSettings
 from inferline.settings.security import AuthSettings, Secret
+from inferline.settings.transport import ConnectionLimits
 
 #: URL schemes each payload sink accepts in ``payload_log_url``.
 _SINK_SCHEMES = {"redis": ("redis", "rediss", "unix"), "postgres": ("postgresql", "postgres")}
@@ -55,6 +63,16 @@ class Settings(BaseSettings):
     """What serves gRPC: ``native`` (inferline's own HTTP/2 server in the event loop,
     cleartext only, several times cheaper per call) or ``grpcio`` (grpc.aio); see
     docs/protocols.md."""
+    limits: ConnectionLimits = Field(default_factory=ConnectionLimits)
+    """What a hostile client may cost: connection caps, timeouts, frame budgets (see
+    docs/security.md)."""
+    tls_cert: Path | None = None
+    """PEM certificate (chain) file: REST serves HTTPS and gRPC serves TLS (ALPN ``h2``
+    on the native engine); reloaded on SIGHUP."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``."""
+    tls_client_ca: Path | None = None
+    """PEM CA bundle: clients must present a certificate it signed (mutual TLS)."""
     max_tensors: int = Field(default=256, ge=1)
     """Most input tensors in one request."""
     max_elements: int = Field(default=16 * 1024 * 1024, ge=1)
@@ -110,6 +128,14 @@ class Settings(BaseSettings):
         if url is None or url.get_secret_value().partition(":")[0] not in schemes:
             raise ValueError(f"payload_log={kind} needs a {schemes[0]}:// URL here")
         return url
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key")
+        return self
 
     @property
     def registry_database(self) -> str:

@@ -551,6 +551,9 @@ def test_server_options_come_from_settings(settings: Settings) -> None:
         "grpc.max_receive_message_length": 7,
         "grpc.max_send_message_length": 7,
         "grpc.so_reuseport": 1,
+        "grpc.max_connection_idle_ms": 300_000,
+        "grpc.server_handshake_timeout_ms": 10_000,
+        "grpc.max_metadata_size": 16_384,
     }
 
 

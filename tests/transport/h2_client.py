@@ -112,9 +112,10 @@ class RawClient:
                 return got
         raise AssertionError(f"no frame type {kind} in {limit} frames")
 
-    async def goaway(self) -> tuple[int, int]:
-        """(last stream id, error code) of the server's GOAWAY; then the connection ends."""
-        got = await self.read_until(f.GOAWAY)
+    async def goaway(self, limit: int = 200) -> tuple[int, int]:
+        """(last stream id, error code) of the server's GOAWAY (within ``limit`` frames);
+        then the connection ends."""
+        got = await self.read_until(f.GOAWAY, limit=limit)
         last, code = struct.unpack(">II", got.payload[:8])
         for _ in range(1000):
             if await asyncio.wait_for(self.read_frame(), 10) is None:

@@ -10,8 +10,12 @@ once, at the end of ``data_received``.
 Errors follow §5.4: a connection error writes GOAWAY with its code and closes;
 a stream error resets that stream and the connection goes on. Memory is bounded
 by the frame size, the header-block limit, the message limit (checked against
-the length prefix before the body arrives) and a per-connection cap on buffered
-request bytes, past which the connection window is no longer replenished.
+the length prefix before the body arrives), a per-connection cap on buffered
+request bytes, past which the connection window is no longer replenished, and
+the server-wide ``limits.pool``. What a client may make it do for free (resets,
+PINGs, SETTINGS, empty frames, acks owed) is budgeted, and its deadlines kept,
+by :mod:`~inferline.transport.grpc_h2.guard`; a client that does not read stops
+being read (``Output.pause_writing``).
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from typing import Any, Protocol
 
 from inferline.transport.grpc_h2 import frames as f
 from inferline.transport.grpc_h2.frames import ErrorCode, Limits
-from inferline.transport.grpc_h2.hpack import Decoder, HpackError
+from inferline.transport.grpc_h2.guard import Budget, ConnectionError_, Deadlines, Guarded
+from inferline.transport.grpc_h2.hpack import Decoder, HeaderBomb, HpackError
 from inferline.transport.grpc_h2.output import Output
-from inferline.transport.grpc_h2.streams import RequestHead, Stream, parse_head
+from inferline.transport.grpc_h2.streams import RequestHead, Stream, oversized, parse_head
 
 __all__ = ["Connection", "Dispatcher", "Limits"]
 
@@ -32,8 +37,10 @@ logger = logging.getLogger(__name__)
 
 _unpack_header = f.HEADER.unpack_from
 _DEFAULT_WINDOW = 65_535
-#: Repeated header blocks cached per connection (see ``Decoder.decode``).
-_HEAD_CACHE = 64
+#: Bytes of repeated header blocks (and their decoded size) cached per connection.
+_HEAD_CACHE_BYTES = 16 * 1024
+#: Larger blocks are decoded every time.
+_HEAD_CACHE_BLOCK = 1024
 
 
 class Dispatcher(Protocol):
@@ -49,23 +56,25 @@ class Dispatcher(Protocol):
         """Run the request, whose message is complete."""
 
 
-class ConnectionError_(Exception):
-    """A connection error (§5.4.1): GOAWAY with ``code``, then close."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class Connection(Output, asyncio.Protocol):
+class Connection(Output, Guarded, asyncio.Protocol):
     """Server side of one HTTP/2 connection carrying gRPC: the reading half."""
 
-    def __init__(self, dispatcher: Dispatcher, limits: Limits, on_close: Any) -> None:
+    def __init__(
+        self, dispatcher: Dispatcher, limits: Limits, on_close: Any, *, refuse: bool = False
+    ) -> None:
         super().__init__(limits)
         self._dispatcher = dispatcher
         self._on_close = on_close
+        #: The server is at ``limits.max_connections``: GOAWAY at once.
+        self._refuse = refuse
         self._decoder = Decoder()
         self._head_cache: dict[bytes, tuple[int, RequestHead]] = {}
+        self._head_cache_bytes = 0
+        self._resets = Budget(limits.reset_burst, limits.reset_rate)
+        self._nuisance = Budget(limits.control_burst, limits.control_rate)
+        #: Control frames written since the transport's buffer was last empty.
+        self._control = 0
+        self._deadlines: Deadlines | None = None
         self._pending = bytearray()
         self._need = len(f.PREFACE)
         self._preface = False
@@ -80,17 +89,31 @@ class Connection(Output, asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        increment = self._limits.conn_window - _DEFAULT_WINDOW
+        limits = self._limits
+        if self._refuse:
+            busy = f.goaway(0, ErrorCode.ENHANCE_YOUR_CALM, b"too many connections")
+            transport.write(limits.settings_frame() + busy)
+            self._closed = True
+            transport.close()
+            return
+        transport.set_write_buffer_limits(high=limits.write_buffer)
+        increment = limits.conn_window - _DEFAULT_WINDOW
         grow = f.window_update(0, increment) if increment > 0 else b""
-        transport.write(self._limits.settings_frame() + grow)
+        transport.write(limits.settings_frame() + grow)
+        self._deadlines = Deadlines(limits, self._state, self._opened, self._expire)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._abandon()
+        if self._deadlines is not None:
+            self._deadlines.cancel()
         self._on_close(self)
 
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
+        deadlines = self._deadlines
+        if deadlines is not None:
+            deadlines.last_read = deadlines.now()
         if self._pending:
             self._pending += data
             if len(self._pending) < self._need:
@@ -112,10 +135,20 @@ class Connection(Output, asyncio.Protocol):
             self._abandon()
         self._out = None
         self._maybe_credit(out)
-        if out and self.transport is not None:
-            self.transport.write(b"".join(out))
-        if self._closed and self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None:
+            return
+        if out:
+            transport.write(b"".join(out))
+        if self._closed:
+            transport.close()
+        elif self._control and not transport.get_write_buffer_size():
+            self._control = 0  # the client took every ack and reset we owed it
+
+    # -- budgets ---------------------------------------------------------------------
+    def _reset_stream(self, stream_id: int, code: int) -> None:
+        self._owe_control()
+        super()._reset_stream(stream_id, code)
 
     def _read(self, data: bytes) -> None:
         pos, end = 0, len(data)
@@ -160,12 +193,15 @@ class Connection(Output, asyncio.Protocol):
                 if stream_id:
                     raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, "PING on a stream")
                 if not flags & f.ACK:
+                    self._calm(self._nuisance, "PINGs")
+                    self._owe_control()
                     self._write(f.frame(f.PING, f.ACK, 0, payload))
             elif kind == f.RST_STREAM:
                 self._on_rst_stream(stream_id, payload)
             elif kind == f.CONTINUATION:
                 self._on_continuation(flags, stream_id, payload)
             elif kind == f.PRIORITY:
+                self._calm(self._nuisance, "PRIORITY frames")
                 if not stream_id:
                     raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0")
                 if size != 5:
@@ -175,7 +211,8 @@ class Connection(Output, asyncio.Protocol):
                 self._maybe_close()
             elif kind == f.PUSH_PROMISE:
                 raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
-            # Unknown frame types are ignored (§4.1).
+            else:  # unknown frame types are ignored (§4.1), within the budget
+                self._calm(self._nuisance, "unknown frames")
         if pos < end:
             self._pending += data[pos:]
             if end - pos < 9:
@@ -184,6 +221,8 @@ class Connection(Output, asyncio.Protocol):
     # -- frames ----------------------------------------------------------------------
     def _on_data(self, flags: int, stream_id: int, payload: bytes) -> None:
         size = len(payload)
+        if not size and not flags & f.END_STREAM:
+            self._calm(self._nuisance, "empty DATA frames")
         if size > self._recv_window:
             raise ConnectionError_(ErrorCode.FLOW_CONTROL_ERROR, "DATA over the connection window")
         self._recv_window -= size
@@ -205,6 +244,7 @@ class Connection(Output, asyncio.Protocol):
             stream.chunks.append(payload)
             stream.size += len(payload)
             self._buffered += len(payload)
+            self.pool.held += len(payload)
             if stream.size >= 5 and not self._dispatcher.size_ok(self, stream):
                 return
         if flags & f.END_STREAM:
@@ -232,6 +272,8 @@ class Connection(Output, asyncio.Protocol):
     def _on_continuation(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id != self._block_id or not stream_id:
             raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, "unexpected CONTINUATION")
+        if not payload and not flags & f.END_HEADERS:
+            self._calm(self._nuisance, "empty CONTINUATION frames")
         self._block.append(payload)
         self._block_frames += 1
         if self._block_frames > 32 or sum(map(len, self._block)) > (
@@ -248,12 +290,19 @@ class Connection(Output, asyncio.Protocol):
         if cached is not None and cached[0] == self._decoder.generation:
             head = cached[1]
         else:
-            headers, pure = self._decoder.decode(block)
-            head = parse_head(headers)
-            if pure:
-                if len(self._head_cache) >= _HEAD_CACHE:
+            limit = self._limits.max_header_list_size
+            try:
+                headers, pure, size = self._decoder.decode(block, limit)
+            except HeaderBomb as exc:
+                raise ConnectionError_(ErrorCode.ENHANCE_YOUR_CALM, str(exc)) from None
+            head = parse_head(headers) if size <= limit else oversized(size)
+            if pure and len(block) <= _HEAD_CACHE_BLOCK:
+                cost = len(block) + head.size
+                if self._head_cache_bytes + cost > _HEAD_CACHE_BYTES:
                     self._head_cache.clear()
+                    self._head_cache_bytes = 0
                 self._head_cache[block] = (self._decoder.generation, head)
+                self._head_cache_bytes += cost
         stream = self.streams.get(stream_id)
         if stream is not None or stream_id <= self._last_id:
             if stream is None:
@@ -318,18 +367,18 @@ class Connection(Output, asyncio.Protocol):
             raise ConnectionError_(
                 ErrorCode.FRAME_SIZE_ERROR, "SETTINGS length not a multiple of 6"
             )
+        if len(payload) > 6 * self._limits.max_settings_entries:
+            raise ConnectionError_(ErrorCode.ENHANCE_YOUR_CALM, "too many SETTINGS parameters")
+        if self._settings_seen:
+            self._calm(self._nuisance, "SETTINGS frames")
         self._settings_seen = True
+        window = -1
         for offset in range(0, len(payload), 6):
             key, value = f.unpack_setting(payload, offset)
             if key == f.INITIAL_WINDOW_SIZE:
                 if value > f.MAX_WINDOW:
                     raise ConnectionError_(ErrorCode.FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE")
-                delta = value - self._peer_stream_window
-                self._peer_stream_window = value
-                for stream in self.streams.values():
-                    stream.send_window += delta
-                    if stream.send_window > f.MAX_WINDOW:
-                        raise ConnectionError_(ErrorCode.FLOW_CONTROL_ERROR, "window overflow")
+                window = value  # only the last one counts: applied once, below
             elif key == f.MAX_FRAME_SIZE:
                 if not f.MIN_MAX_FRAME_SIZE <= value <= f.MAX_MAX_FRAME_SIZE:
                     raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, "MAX_FRAME_SIZE out of range")
@@ -337,6 +386,14 @@ class Connection(Output, asyncio.Protocol):
             elif key == f.ENABLE_PUSH and value > 1:
                 raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, "ENABLE_PUSH not 0 or 1")
             # HEADER_TABLE_SIZE: our encoder never indexes, so its table size is moot.
+        if window >= 0:
+            delta = window - self._peer_stream_window
+            self._peer_stream_window = window
+            for stream in self.streams.values():
+                stream.send_window += delta
+                if stream.send_window > f.MAX_WINDOW:
+                    raise ConnectionError_(ErrorCode.FLOW_CONTROL_ERROR, "window overflow")
+        self._owe_control()
         self._write(f.frame(f.SETTINGS, f.ACK, 0))
         if self._blocked:
             self._drain()
@@ -346,6 +403,7 @@ class Connection(Output, asyncio.Protocol):
             raise ConnectionError_(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM is not 4 bytes")
         if not stream_id or stream_id > self._last_id:
             raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
+        self._calm(self._resets, "stream resets")
         stream = self.streams.get(stream_id)
         if stream is not None:
             self._drop(stream)

@@ -8,6 +8,12 @@ frames as bytes so a response can go out in one ``transport.write``.
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING, Any
+
+from inferline.settings.transport import ConnectionLimits
+
+if TYPE_CHECKING:
+    from inferline.settings import Settings
 
 __all__ = [
     "PREFACE",
@@ -61,6 +67,9 @@ HEADER = struct.Struct(">HBBBL")  # length (high 16 bits, low 8 bits), type, fla
 _U32 = struct.Struct(">L")
 _U32X2 = struct.Struct(">LL")
 _SETTING = struct.Struct(">HL")
+
+
+_DEFAULTS = ConnectionLimits()
 
 
 class ErrorCode:
@@ -138,16 +147,32 @@ def unpack_setting(data: bytes, offset: int) -> tuple[int, int]:
 
 
 class Limits:
-    """What the server advertises and enforces; one instance shared by its connections."""
+    """What the server advertises and enforces; one instance shared by its connections.
+
+    The defaults are :class:`~inferline.settings.ConnectionLimits`'s; ``from_settings``
+    reads a server's. ``pool`` counts the request bytes all connections hold.
+    """
 
     __slots__ = (
         "buffer_cap",
         "conn_window",
+        "control_burst",
+        "control_rate",
+        "frame_timeout",
+        "handshake_timeout",
+        "idle_timeout",
         "max_concurrent_streams",
+        "max_connections",
         "max_frame_size",
         "max_header_list_size",
         "max_message",
+        "max_queued_control",
+        "max_settings_entries",
+        "pool",
+        "reset_burst",
+        "reset_rate",
         "stream_window",
+        "write_buffer",
     )
 
     def __init__(
@@ -158,7 +183,19 @@ class Limits:
         stream_window: int = 1 << 20,
         conn_window: int = 16 << 20,
         max_frame_size: int = 1 << 16,
-        max_header_list_size: int = 16 << 10,
+        max_header_list_size: int = _DEFAULTS.grpc_max_header_list_bytes,
+        max_connections: int = _DEFAULTS.max_connections,
+        handshake_timeout: float = _DEFAULTS.handshake_timeout,
+        frame_timeout: float = _DEFAULTS.frame_timeout,
+        idle_timeout: float = _DEFAULTS.idle_timeout,
+        write_buffer: int = _DEFAULTS.write_buffer_bytes,
+        reset_burst: int = _DEFAULTS.grpc_reset_burst,
+        reset_rate: float = _DEFAULTS.grpc_reset_rate,
+        control_burst: int = _DEFAULTS.grpc_control_burst,
+        control_rate: float = _DEFAULTS.grpc_control_rate,
+        max_queued_control: int = _DEFAULTS.grpc_max_queued_control,
+        max_settings_entries: int = _DEFAULTS.grpc_max_settings_entries,
+        buffered_bytes: int = _DEFAULTS.grpc_buffered_bytes,
     ) -> None:
         self.max_message = max_message
         self.max_concurrent_streams = max_concurrent_streams
@@ -168,6 +205,41 @@ class Limits:
         self.max_header_list_size = max_header_list_size
         #: Request bytes a connection may hold before it stops replenishing its window.
         self.buffer_cap = max_message + conn_window
+        self.max_connections = max_connections
+        self.handshake_timeout = handshake_timeout
+        self.frame_timeout = frame_timeout
+        self.idle_timeout = idle_timeout
+        self.write_buffer = write_buffer
+        self.reset_burst = reset_burst
+        self.reset_rate = reset_rate
+        self.control_burst = control_burst
+        self.control_rate = control_rate
+        self.max_queued_control = max_queued_control
+        self.max_settings_entries = max_settings_entries
+        #: Request bytes held by all connections of this server, against its cap.
+        self.pool = RequestPool(buffered_bytes)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Limits:
+        """The limits ``settings`` set (``grpc_max_message_bytes`` and ``limits``)."""
+        limits = settings.limits
+        values: dict[str, Any] = {
+            "max_header_list_size": limits.grpc_max_header_list_bytes,
+            "max_connections": limits.max_connections,
+            "handshake_timeout": limits.handshake_timeout,
+            "frame_timeout": limits.frame_timeout,
+            "idle_timeout": limits.idle_timeout,
+            "write_buffer": limits.write_buffer_bytes,
+            "reset_burst": limits.grpc_reset_burst,
+            "reset_rate": limits.grpc_reset_rate,
+            "control_burst": limits.grpc_control_burst,
+            "control_rate": limits.grpc_control_rate,
+            "max_queued_control": limits.grpc_max_queued_control,
+            "max_settings_entries": limits.grpc_max_settings_entries,
+            "buffered_bytes": limits.grpc_buffered_bytes,
+        }
+        values.update(overrides)
+        return cls(settings.grpc_max_message_bytes, **values)
 
     def settings_frame(self) -> bytes:
         return settings(
@@ -178,3 +250,13 @@ class Limits:
                 MAX_HEADER_LIST_SIZE: self.max_header_list_size,
             }
         )
+
+
+class RequestPool:
+    """Request bytes held by all connections of one server, against a cap."""
+
+    __slots__ = ("cap", "held")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.held = 0

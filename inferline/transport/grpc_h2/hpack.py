@@ -20,7 +20,7 @@ from collections import deque
 from hpack.exceptions import HPACKDecodingError
 from hpack.huffman_table import decode_huffman
 
-__all__ = ["Decoder", "HpackError", "integer", "literal", "literal_value"]
+__all__ = ["Decoder", "HeaderBomb", "HpackError", "integer", "literal", "literal_value"]
 
 Header = tuple[str, str]
 
@@ -91,13 +91,24 @@ STATIC_TABLE: tuple[Header, ...] = (
 _STATIC_SIZE = len(STATIC_TABLE)
 #: Entry overhead in the table-size accounting (§4.1).
 _ENTRY_OVERHEAD = 32
-#: Huffman-decoded strings kept, bytes -> str.
+#: Huffman-decoded strings kept, bytes -> str; only short ones, so the cache's bytes
+#: are bounded (512 x (64 + 102) bytes of text).
 _HUFFMAN_CACHE_SIZE = 512
+_HUFFMAN_CACHE_STRING = 64
 _huffman_cache: dict[bytes, str] = {}
 
 
 class HpackError(Exception):
     """The header block cannot be decoded: a connection error (COMPRESSION_ERROR)."""
+
+
+class HeaderBomb(HpackError):
+    """The block decodes to a header list ``BOMB_FACTOR`` times the limit or more: an
+    attack, not a mistake (a connection error, ENHANCE_YOUR_CALM)."""
+
+
+#: A header list this many times over the limit stops decoding at once.
+BOMB_FACTOR = 16
 
 
 class Decoder:
@@ -114,10 +125,20 @@ class Decoder:
         #: Bumped on every change of the dynamic table; a cache key for pure blocks.
         self.generation = 0
 
-    def decode(self, data: bytes) -> tuple[list[Header], bool]:
-        """The block's headers, and whether decoding left the dynamic table unchanged."""
+    def decode(self, data: bytes, limit: int = 1 << 62) -> tuple[list[Header], bool, int]:
+        """The block's headers, whether decoding left the dynamic table unchanged, and the
+        header list's size (name + value + 32 per field, RFC 9113 §6.5.2).
+
+        Past ``limit`` bytes of header list, fields are no longer kept (the block is still
+        decoded to the end, so the dynamic table stays in step with the client's, and the
+        stream is answered 431); past ``BOMB_FACTOR`` times the limit (a small block of
+        one-byte references to a large table entry), decoding stops with
+        :class:`HeaderBomb`, so neither memory nor time grows with what the block claims.
+        """
         headers: list[Header] = []
         pure = True
+        size = 0
+        bomb = limit * BOMB_FACTOR
         pos, end = 0, len(data)
         entries = self._entries
         while pos < end:
@@ -129,11 +150,16 @@ class Decoder:
                 else:
                     pos += 1
                 if 0 < index <= _STATIC_SIZE:
-                    headers.append(STATIC_TABLE[index - 1])
+                    field = STATIC_TABLE[index - 1]
                 elif _STATIC_SIZE < index <= _STATIC_SIZE + len(entries):
-                    headers.append(entries[index - _STATIC_SIZE - 1])
+                    field = entries[index - _STATIC_SIZE - 1]
                 else:
                     raise HpackError(f"header index {index} out of range")
+                size += len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
+                if size <= limit:
+                    headers.append(field)
+                elif size > bomb:
+                    raise HeaderBomb(f"header list of over {bomb} bytes")
                 continue
             if byte & 0x40:  # literal with incremental indexing (§6.2.1)
                 mask = 0x3F
@@ -170,11 +196,15 @@ class Decoder:
                 name, pos = _string(data, pos)
             value, pos = _string(data, pos)
             header = (name, value)
-            headers.append(header)
+            size += len(name) + len(value) + _ENTRY_OVERHEAD
+            if size <= limit:
+                headers.append(header)
+            elif size > bomb:
+                raise HeaderBomb(f"header list of over {bomb} bytes")
             if mask == 0x3F:
                 self._add(header)
                 pure = False
-        return headers, pure
+        return headers, pure, size
 
     def _add(self, header: Header) -> None:
         size = len(header[0]) + len(header[1]) + _ENTRY_OVERHEAD
@@ -234,9 +264,10 @@ def _string(data: bytes, pos: int) -> tuple[str, int]:
             text = decode_huffman(raw).decode("latin-1")
         except HPACKDecodingError as exc:
             raise HpackError(f"bad Huffman code: {exc}") from None
-        if len(_huffman_cache) >= _HUFFMAN_CACHE_SIZE:
-            _huffman_cache.clear()
-        _huffman_cache[raw] = text
+        if len(raw) <= _HUFFMAN_CACHE_STRING:
+            if len(_huffman_cache) >= _HUFFMAN_CACHE_SIZE:
+                _huffman_cache.clear()
+            _huffman_cache[raw] = text
     return text, stop
 
 

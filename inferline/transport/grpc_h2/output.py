@@ -11,6 +11,7 @@ until WINDOW_UPDATE (:meth:`Output._drain`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from inferline.transport.grpc_h2 import frames as f
 from inferline.transport.grpc_h2.frames import ErrorCode, Limits
@@ -46,6 +47,23 @@ class Output:
         self._blocked: dict[int, Stream] = {}
         self.closing = False
         self._closed = False
+        #: Request bytes held by every connection of the server (``limits.pool``).
+        self.pool = limits.pool
+        #: The transport's buffer is over its high-water mark: reading is paused.
+        self._write_paused = False
+        self._drained: asyncio.Future[None] | None = None
+
+    def task_done(self, task: asyncio.Task[None]) -> None:
+        """A handler ended: forget it, and break the task -> cancellation traceback ->
+        frame -> stream -> task cycle, so a cancelled handler is freed by reference
+        counting, not left for a rare full collection (see ``server._tune_gc``)."""
+        self.tasks.discard(task)
+        if task.cancelled():
+            # The task keeps the CancelledError it was cancelled with (its traceback holds
+            # the handler's frame, whose locals hold the stream, which holds the task)
+            # until someone asks for its result: ask, and let the error go.
+            with contextlib.suppress(asyncio.CancelledError):
+                task.result()
 
     # -- flow control ----------------------------------------------------------------
     def _maybe_credit(self, out: list[bytes] | None = None) -> None:
@@ -68,6 +86,7 @@ class Output:
     def release(self, stream: Stream) -> None:
         """The stream's request bytes are no longer buffered here."""
         self._buffered -= stream.size
+        self.pool.held -= stream.size
         stream.chunks = []
         stream.size = 0
         if self._unacked:
@@ -156,6 +175,10 @@ class Output:
         if stream.pending:
             stream.waiter = asyncio.get_running_loop().create_future()
             await stream.waiter
+        if self._write_paused and not self._closed:  # the client does not read: wait
+            if self._drained is None:
+                self._drained = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._drained)
 
     def finish(self, stream: Stream, headers: bytes, trailers: bytes) -> None:
         """End the answer with ``trailers``; trailers-only (after ``headers``) if nothing
@@ -216,6 +239,22 @@ class Output:
         elif self.transport is not None and not self._closed:
             self.transport.write(data)
 
+    # -- backpressure: a client that does not read stops being read ----------------
+    def pause_writing(self) -> None:
+        """The transport holds more than ``limits.write_buffer`` bytes for the client:
+        read nothing more from it (each request or PING it sends adds to the queue)."""
+        self._write_paused = True
+        if self.transport is not None and not self._closed:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self.transport is not None and not self._closed:
+            self.transport.resume_reading()
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
     # -- shutdown --------------------------------------------------------------------
     def shutdown(self) -> None:
         """Graceful GOAWAY: the streams already open finish, no new ones start."""
@@ -239,6 +278,9 @@ class Output:
 
     def _abandon(self) -> None:
         self._closed = True
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.cancel()
         for stream in list(self.streams.values()):
             self._drop(stream)
         for task in self.tasks:

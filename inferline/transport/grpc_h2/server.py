@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 
 from inferline.transport.grpc_h2.connection import Connection, Dispatcher, Limits
 
@@ -17,7 +18,8 @@ __all__ = ["GrpcServer"]
 
 
 class GrpcServer:
-    """gRPC over inferline's own HTTP/2 (h2c, no TLS); what the RPCs do is ``dispatcher``'s."""
+    """gRPC over inferline's own HTTP/2 (h2c, or TLS with ALPN ``h2``); what the RPCs do
+    is ``dispatcher``'s."""
 
     def __init__(self, dispatcher: Dispatcher, limits: Limits) -> None:
         self._limits = limits
@@ -33,11 +35,15 @@ class GrpcServer:
             raise RuntimeError("the server is not started")
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def start(self, sock: socket.socket) -> None:
-        """Serve connections accepted on ``sock`` in the running loop."""
+    async def start(self, sock: socket.socket, tls: ssl.SSLContext | None = None) -> None:
+        """Serve connections accepted on ``sock`` in the running loop (TLS with ``tls``,
+        whose ALPN must offer ``h2``; the handshake is bounded by the handshake timeout)."""
         loop = asyncio.get_running_loop()
         self._closed = asyncio.Event()
-        self._server = await loop.create_server(self._connection, sock=sock)
+        timeout = self._limits.handshake_timeout if tls is not None else None
+        self._server = await loop.create_server(
+            self._connection, sock=sock, ssl=tls, ssl_handshake_timeout=timeout
+        )
 
     async def stop(self, grace: float | None = 5.0) -> None:
         """Stop accepting, send GOAWAY, let open streams finish for ``grace`` seconds."""
@@ -60,6 +66,9 @@ class GrpcServer:
         self._server = None
 
     def _connection(self) -> Connection:
+        if len(self._connections) >= self._limits.max_connections:
+            # Answered (SETTINGS, GOAWAY ENHANCE_YOUR_CALM) and closed, not left hanging.
+            return Connection(self._dispatcher, self._limits, _ignore, refuse=True)
         conn = Connection(self._dispatcher, self._limits, self._forget)
         self._connections.add(conn)
         return conn
@@ -68,3 +77,7 @@ class GrpcServer:
         self._connections.discard(conn)
         if not self._connections and self._closed is not None:
             self._closed.set()
+
+
+def _ignore(_: Connection) -> None:
+    """``on_close`` of a refused connection, which was never counted."""

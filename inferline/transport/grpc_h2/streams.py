@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, NamedTuple
 
-__all__ = ["RequestHead", "Stream", "parse_head"]
+__all__ = ["RequestHead", "Stream", "oversized", "parse_head"]
 
 Header = tuple[str, str]
 
@@ -92,6 +92,12 @@ def parse_head(headers: list[Header]) -> RequestHead:
         size,
         malformed,
     )
+
+
+def oversized(size: int) -> RequestHead:
+    """The head of a request whose header list is over the limit (answered HTTP 431):
+    its fields were not kept while decoding."""
+    return RequestHead("", "", "", None, None, None, (), size, None)
 
 
 class Stream:

@@ -20,7 +20,10 @@ thousand against uvicorn's 144 thousand (177 thousand for the subclass of
 uvicorn's protocol this replaces). The server figures are in docs/benchmarks.md.
 
 A request line and headers over ``MAX_HEAD_BYTES`` are answered 431 and the
-connection closed: httptools sets no bound of its own. WebSocket and other
+connection closed: httptools sets no bound of its own. A head that does not
+complete within ``limits.head_timeout`` is answered 408 (a connection that
+sends nothing is closed), and past ``limits.max_connections`` a new connection
+is answered 503 (:meth:`HttpProtocol.configured`); uvicorn has neither. WebSocket and other
 upgrades are not served (inferline has no such route): an upgrade request is
 answered as a plain HTTP request, with a warning, as uvicorn does without a
 WebSocket library.

@@ -19,16 +19,32 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from uvicorn.server import ServerState
 
+from inferline.settings.transport import ConnectionLimits
 from inferline.transport.http1.cycle import CANCEL_ON_DISCONNECT, App, Cycle
 
 __all__ = ["CANCEL_ON_DISCONNECT", "MAX_HEAD_BYTES", "HttpProtocol"]
 
 MAX_HEAD_BYTES = 64 * 1024  #: request line plus headers; more is answered 431
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")}
+_DEFAULTS = ConnectionLimits()
 
 
 class HttpProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection: parses requests, runs the ASGI app once per request."""
+
+    #: Seconds a request head may take (``limits.head_timeout``); see :meth:`configured`.
+    head_timeout: float = _DEFAULTS.head_timeout
+    #: Open connections of the server past which a new one gets 503 and is closed.
+    max_connections: int = _DEFAULTS.max_connections
+
+    @classmethod
+    def configured(cls, limits: ConnectionLimits) -> type[HttpProtocol]:
+        """This protocol with ``limits`` (uvicorn builds it from a class, not an instance)."""
+        return type(
+            cls.__name__,
+            (cls,),
+            {"head_timeout": limits.head_timeout, "max_connections": limits.max_connections},
+        )
 
     def __init__(
         self,
@@ -81,13 +97,22 @@ class HttpProtocol(asyncio.Protocol):
         self.head_too_large = False
         self._defaults_source: list[tuple[bytes, bytes]] | None = None
         self._defaults = b""
+        # Request-head deadline: one timer per connection, no clock read per request.
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.heads = 0  # request heads completed
+        self.head_mark: tuple[int, bool] | None = None  # (heads, waiting) at the last check
+        self.turned_away = False  # over max_connections: answered 503, closing
 
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.connections.add(self)  # type: ignore[arg-type]
         self.transport = transport  # type: ignore[assignment]
         self.flow = FlowControl(self.transport)
+        if len(self.connections) >= self.max_connections:
+            self._turn_away()
+            return
+        self.connections.add(self)  # type: ignore[arg-type]
+        self.head_timer = self.loop.call_later(self.head_timeout, self._head_check)
         self.server = get_local_addr(self.transport)
         self.client = get_remote_addr(self.transport)
         self.scheme = "https" if is_ssl(self.transport) else "http"
@@ -104,12 +129,17 @@ class HttpProtocol(asyncio.Protocol):
         if self.keep_alive_timer is not None:
             self.keep_alive_timer.cancel()
             self.keep_alive_timer = None
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
         self.parser = None  # type: ignore[assignment]
 
     def eof_received(self) -> None:
         pass
 
     def data_received(self, data: bytes) -> None:
+        if self.turned_away:
+            return  # read and dropped until the lingering close
         headers = self.headers  # a new list with each request: tells if one began here
         try:
             self.parser.feed_data(data)
@@ -169,6 +199,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        self.heads += 1
         parser = self.parser
         method = parser.get_method()
         http_version = parser.get_http_version()
@@ -264,6 +295,55 @@ class HttpProtocol(asyncio.Protocol):
             self.keep_alive_timer = self.loop.call_later(
                 self.timeout_keep_alive, self._keep_alive_expired
             )
+
+    def _turn_away(self) -> None:
+        """Over ``max_connections``: answer 503 at once, not leave the client hanging.
+
+        The answer is followed by our FIN, and what the client sends meanwhile is read
+        and dropped for up to a second (a lingering close: closing with its request
+        unread would reset the connection and could discard the 503 at the client).
+        """
+        self.turned_away = True
+        self.logger.warning("Exceeded the connection limit (%d).", self.max_connections)
+        message = b"Too many connections; try again later."
+        self.transport.write(
+            b"".join(
+                (
+                    STATUS_LINE[503],
+                    self.default_headers(),
+                    b"content-type: text/plain; charset=utf-8\r\n",
+                    b"content-length: %d\r\n" % len(message),
+                    b"connection: close\r\n\r\n",
+                    message,
+                )
+            )
+        )
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.head_timer = self.loop.call_later(min(1.0, self.head_timeout), self.transport.close)
+
+    def _head_check(self) -> None:
+        """Every ``head_timeout``: close a connection that waited for a whole period, at
+        this check and the last, for a request head that did not come (slowloris).
+
+        Waiting means a head is arriving, or none ever came; a connection idle after an
+        answer is the keep-alive timer's. A head begun is answered 408, else it closes.
+        """
+        self.head_timer = None
+        if self.transport.is_closing():
+            return
+        waiting = self.in_head or self.cycle is None
+        mark = (self.heads, waiting)
+        if waiting and mark == self.head_mark:
+            if self.in_head:
+                self.to_start = None
+                self.logger.warning("Request head not completed in time.")
+                self._send_error(408, "Request head not completed in time.")
+            else:
+                self.transport.close()
+            return
+        self.head_mark = mark
+        self.head_timer = self.loop.call_later(self.head_timeout, self._head_check)
 
     def _keep_alive_expired(self) -> None:
         """Close a connection idle since its last answer for the keep-alive timeout."""
