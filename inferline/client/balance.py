@@ -48,19 +48,17 @@ class Balancer:
     def pick(self, avoid: set[Endpoint]) -> Endpoint:
         """The endpoint for the next attempt; ``avoid`` holds those that failed this call."""
         now = time.monotonic()
-        up = [e for e in self.endpoints if e.down_until <= now]
+        count = len(self.endpoints)
+        start, self._next = self._next, (self._next + 1) % count
+        # From a moving start, so round-robin (and least-outstanding's ties) rotate.
+        order = [self.endpoints[(start + i) % count] for i in range(count)]
+        up = [e for e in order if e.down_until <= now]
         candidates = [e for e in up if e not in avoid] or up
         if not candidates:
-            return min(self.endpoints, key=lambda e: e.down_until)
-        start = self._next
-        self._next = (self._next + 1) % len(self.endpoints)
-        # Rotate from a moving start, so ties (and round-robin) spread over the list.
-        order = sorted(
-            candidates, key=lambda e: (self.endpoints.index(e) - start) % len(self.endpoints)
-        )
+            return min(order, key=lambda e: e.down_until)
         if self.policy == "round_robin":
-            return order[0]
-        return min(order, key=lambda e: e.outstanding)
+            return candidates[0]
+        return min(candidates, key=lambda e: e.outstanding)
 
     @contextmanager
     def track(self, endpoint: Endpoint) -> Iterator[None]:

@@ -75,7 +75,8 @@ class AsyncClient:
         self._max_connections = max_connections
         self._balancer: Balancer | None = None
         self._lock: asyncio.Lock | None = None
-        Balancer([], balance, cooldown)  # refuse an unknown policy now, not at first use
+        if balance not in ("round_robin", "least_outstanding"):
+            raise ValueError(f"balance must be round_robin or least_outstanding, not {balance!r}")
 
     async def __aenter__(self) -> Self:
         await self.start()

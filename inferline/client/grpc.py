@@ -20,6 +20,7 @@ from google.protobuf.json_format import MessageToDict
 
 from inferline.client._errors import EndpointDown, from_grpc
 from inferline.client._tensors import InferResult, Input, from_list, from_raw, to_raw
+from inferline.errors import InternalError
 from inferline.protocols._generated import inference_pb2 as pb
 from inferline.protocols._generated import inference_pb2_grpc as pb_grpc
 from inferline.types import DATATYPES
@@ -84,10 +85,7 @@ class GrpcTransport:
             model_version=response.model_version,
             request_id=trailers.get(_REQUEST_ID) or response.id or None,
             variant=trailers.get(_VARIANT),
-            parameters={
-                k: getattr(v, v.WhichOneof("parameter_choice") or "string_param")
-                for k, v in response.parameters.items()
-            },
+            parameters=_from_parameters(response.parameters),
             endpoint=self.url,
         )
 
@@ -130,8 +128,19 @@ def _to_parameters(values: Mapping[str, Any], target: Any) -> None:
             param.string_param = str(value)
 
 
+def _from_parameters(parameters: Any) -> dict[str, Any]:
+    return {
+        key: getattr(value, value.WhichOneof("parameter_choice") or "string_param")
+        for key, value in parameters.items()
+    }
+
+
 def _outputs(response: Any) -> dict[str, Any]:
     raw = response.raw_output_contents
+    if raw and len(raw) != len(response.outputs):
+        raise InternalError(
+            f"the server sent {len(raw)} raw_output_contents for {len(response.outputs)} outputs"
+        )
     outputs = {}
     for i, tensor in enumerate(response.outputs):
         shape = list(tensor.shape)

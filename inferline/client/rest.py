@@ -113,7 +113,7 @@ class RestTransport:
             response = await self._http.request(
                 method, path, content=body, headers=headers, timeout=budget
             )
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise EndpointDown(f"{self.url}: cannot connect ({exc})") from exc
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
             raise EndpointDown(f"{self.url}: connection lost before an answer ({exc})") from exc
