@@ -28,7 +28,7 @@ from inferline.errors import (
     UnsupportedMediaType,
 )
 
-__all__ = ["EndpointDown", "from_grpc", "from_http"]
+__all__ = ["from_grpc", "from_http"]
 
 _BY_STATUS: dict[int, type[InferlineError]] = {
     400: InvalidInput,
@@ -57,14 +57,6 @@ _BY_CODE: dict[str, type[InferlineError]] = {
     "UNAVAILABLE": Unavailable,
     "DEADLINE_EXCEEDED": DeadlineExceeded,
 }
-
-
-class EndpointDown(Unavailable):
-    """The endpoint could not be reached, or dropped the connection before answering.
-
-    Raised by the transports; the client retries it on another endpoint and takes
-    this one out of rotation for the cool-down.
-    """
 
 
 def from_http(status: int, message: str, retry_after: str | None = None) -> InferlineError:

@@ -19,12 +19,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from inferline.client._errors import EndpointDown
 from inferline.client._tensors import InferResult, Transport, prepare
 from inferline.client.balance import Balancer, Endpoint, Policy
 from inferline.client.grpc import GrpcTransport, TlsFiles
 from inferline.client.rest import RestTransport
-from inferline.errors import DeadlineExceeded, InferlineError, Unavailable
+from inferline.errors import DeadlineExceeded, EndpointUnreachable, InferlineError, Unavailable
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -165,7 +164,7 @@ class AsyncClient:
                         result = await attempt(endpoint.transport, left)
             except TimeoutError as exc:
                 raise DeadlineExceeded(f"no answer within {budget:.3g} s") from exc
-            except EndpointDown as exc:
+            except EndpointUnreachable as exc:
                 balancer.mark_down(endpoint)
                 failed.add(endpoint)
                 last = exc

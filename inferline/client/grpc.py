@@ -6,7 +6,7 @@ from servers that answer with typed contents, from those. Credentials travel as
 ``authorization`` metadata.
 
 An UNAVAILABLE status the server did not send itself (no ``x-request-id``
-trailer: the connection failed or dropped) raises :class:`EndpointDown`; any
+trailer: the connection failed or dropped) raises :class:`EndpointUnreachable`; any
 other status raises the inferline error its code stands for.
 """
 
@@ -18,9 +18,9 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from inferline.client._errors import EndpointDown, from_grpc
+from inferline.client._errors import from_grpc
 from inferline.client._tensors import InferResult, Input, from_list, from_raw, to_raw
-from inferline.errors import InternalError
+from inferline.errors import EndpointUnreachable, InternalError
 from inferline.protocols._generated import inference_pb2 as pb
 from inferline.protocols._generated import inference_pb2_grpc as pb_grpc
 from inferline.types import DATATYPES
@@ -111,7 +111,7 @@ class GrpcTransport:
             sent_by_server = any(k == _REQUEST_ID for k, _ in exc.trailing_metadata() or ())
             message = exc.details() or code
             if code == "UNAVAILABLE" and not sent_by_server:
-                raise EndpointDown(f"{self.url}: {message}") from exc
+                raise EndpointUnreachable(f"{self.url}: {message}") from exc
             raise from_grpc(code, message) from exc
 
 

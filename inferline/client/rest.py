@@ -6,7 +6,7 @@ or as raw binary when an element is not UTF-8. Every output is asked for as
 binary data, so it comes back without a JSON round trip.
 
 Failures to connect, and a connection closed before any answer (what gRPC
-reports as UNAVAILABLE), raise :class:`EndpointDown`; an error answer raises
+reports as UNAVAILABLE), raise :class:`EndpointUnreachable`; an error answer raises
 the inferline error its status stands for.
 """
 
@@ -20,9 +20,9 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from inferline.client._errors import EndpointDown, from_http
+from inferline.client._errors import from_http
 from inferline.client._tensors import InferResult, Input, from_list, from_raw, to_raw
-from inferline.errors import DeadlineExceeded, InternalError
+from inferline.errors import DeadlineExceeded, EndpointUnreachable, InternalError
 
 __all__ = ["RestTransport"]
 
@@ -114,9 +114,11 @@ class RestTransport:
                 method, path, content=body, headers=headers, timeout=budget
             )
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise EndpointDown(f"{self.url}: cannot connect ({exc})") from exc
+            raise EndpointUnreachable(f"{self.url}: cannot connect ({exc})") from exc
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise EndpointDown(f"{self.url}: connection lost before an answer ({exc})") from exc
+            raise EndpointUnreachable(
+                f"{self.url}: connection lost before an answer ({exc})"
+            ) from exc
         except httpx.TimeoutException as exc:
             raise DeadlineExceeded(f"{self.url}: no answer within {budget:.3g} s") from exc
         if response.status_code >= 400 and not (
