@@ -109,6 +109,7 @@ class AsyncClient:
     async def aclose(self) -> None:
         """Close every connection; the client can be started again."""
         balancer, self._balancer = self._balancer, None
+        self._lock = None  # a restart may come from another loop (Client.close, then a call)
         for endpoint in balancer.endpoints if balancer else ():
             await endpoint.transport.aclose()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +71,20 @@ def test_the_blocking_client_in_plain_code(server: ServerProcess, model_dir: Pat
     for result in results:
         assert_demo(result, rows, forest(model_dir))
         assert result.outputs["label"].dtype == np.int64
+
+
+async def test_the_blocking_client_in_threads_and_inside_a_running_loop(
+    server: ServerProcess, model_dir: Path
+) -> None:
+    """As in a notebook: this test's own loop runs while the Client blocks on its thread."""
+    rows = demo_rows(3)
+    client = Client(f"grpc://{server.grpc_url}")
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda _: client.infer("demo", {"input": rows}), range(12)))
+        client.close()
+        results.append(client.infer("demo", {"input": rows}))  # usable again after close
+    finally:
+        client.close()
+    for result in results:
+        assert_demo(result, rows, forest(model_dir))
