@@ -172,6 +172,11 @@ class AsyncClient:
             except Unavailable as exc:
                 failed.add(endpoint)
                 last = exc
+            except DeadlineExceeded:
+                raise
+            except InferlineError:  # the server answered, with an error that stands
+                balancer.mark_up(endpoint)
+                raise
             else:
                 balancer.mark_up(endpoint)
                 return result

@@ -108,6 +108,7 @@ async def test_server_errors_come_back_as_their_classes(dataplane: DataPlane, ki
             await client.infer("demo", {"input": np.zeros((2, 3), np.float32)})
         assert isinstance(caught.value, BadRequest)
         assert caught.value.message  # the server's own message, not a status line
+        assert [e.answered for e in client.endpoints] == [3]  # an error answer is an answer
 
 
 async def test_auth_errors_and_a_valid_token(
