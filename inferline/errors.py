@@ -23,7 +23,8 @@ turns an error into a response; nothing else does.
     │   └── RateLimited                                   (sets Retry-After)
     ├── Unavailable               503  UNAVAILABLE
     │   ├── ModelNotReady
-    │   └── QueueFull             (sets Retry-After)
+    │   ├── QueueFull             (sets Retry-After)
+    │   └── EndpointUnreachable   inferline.client: no answer from a server (refused, dropped)
     ├── DeadlineExceeded          504  DEADLINE_EXCEEDED
     ├── ModelLoadError            500  INTERNAL           artifact or runtime failed at load
     ├── InternalError             500  INTERNAL           anything unexpected, with no traceback
@@ -38,6 +39,7 @@ __all__ = [
     "Conflict",
     "ConversionRefused",
     "DeadlineExceeded",
+    "EndpointUnreachable",
     "InferlineError",
     "InternalError",
     "InvalidInput",
@@ -179,6 +181,11 @@ class QueueFull(Unavailable):
     """The model's batching queue is full: come back shortly."""
 
     headers = (("retry-after", "1"),)
+
+
+class EndpointUnreachable(Unavailable):
+    """Raised by :mod:`inferline.client`, never by a server: an endpoint refused the
+    connection or the TLS handshake, or dropped the connection before answering."""
 
 
 class DeadlineExceeded(InferlineError):
