@@ -25,6 +25,7 @@ from inferline.settings.monitoring import (
 )
 from inferline.settings.security import AuthSettings, JwtSettings, RateLimitSettings
 from inferline.settings.server import Settings
+from inferline.settings.streaming import StreamSettings
 
 __all__ = [
     "MODEL_SETTINGS_FILE",
@@ -42,6 +43,7 @@ __all__ = [
     "RateLimitSettings",
     "RetrainHook",
     "Settings",
+    "StreamSettings",
     "TensorSpec",
     "load_model_settings",
 ]
