@@ -36,6 +36,7 @@ __all__ = [
     "encode_result",
     "parse_document",
     "parse_fields",
+    "result_document",
     "split_outputs",
 ]
 
@@ -248,6 +249,17 @@ def encode_result(model: str, parsed: Parsed, scored: Scored) -> dict[str, str]:
         data = array[0] if parsed.single else array
         fields[name] = _json(data)
     return fields
+
+
+def result_document(fields: Mapping[str, str]) -> bytes:
+    """A result (or dead letter) as one JSON object, its JSON-encoded fields as values."""
+    doc: dict[str, Any] = {}
+    for name, text in fields.items():
+        if name in ("id", "model", "version", "variant", "attempts", "source_id", "payload"):
+            doc[name] = text
+        else:
+            doc[name] = orjson.loads(text)
+    return orjson.dumps(doc)
 
 
 def _json(data: Any) -> str:

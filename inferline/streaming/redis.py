@@ -24,11 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-import orjson
-
 from inferline.errors import BadRequest
 from inferline.streaming.consumer import DeadLetter, Result
-from inferline.streaming.messages import Delivery
+from inferline.streaming.messages import Delivery, result_document
 
 __all__ = ["RedisBroker", "StreamURL", "parse_stream_url", "redis_status"]
 
@@ -183,7 +181,7 @@ class RedisBroker:
             key, value = "", ""
             if self.results_key is not None:
                 key = _format_key(self.results_key, result.id)
-                value = _key_value(result.fields)
+                value = result_document(result.fields).decode()
             _pack(args, "r", result.delivery.ref, key, value, result.fields)
         for letter in dead:
             _pack(args, "d", letter.delivery.ref, "", "", letter.fields)
@@ -215,14 +213,6 @@ def _format_key(pattern: str, message_id: str) -> str:
         return pattern.format(id=message_id)
     except (KeyError, IndexError, ValueError) as exc:
         raise BadRequest(f"--results-key {pattern!r} may only use {{id}}") from exc
-
-
-def _key_value(fields: dict[str, str]) -> str:
-    """The result as one JSON object, the outputs as JSON values (not strings)."""
-    doc: dict[str, Any] = {}
-    for name, text in fields.items():
-        doc[name] = text if name in ("id", "model", "version", "variant") else orjson.loads(text)
-    return orjson.dumps(doc).decode()
 
 
 async def redis_status(

@@ -56,7 +56,23 @@ def build_broker(config: StreamSettings) -> Broker:
             ttl_seconds=config.ttl_seconds,
             id_field=config.id_field,
         )
-    raise ValueError(f"unsupported stream URL scheme {scheme!r}; use redis://")
+    if scheme in ("nats", "tls"):
+        from inferline.streaming.nats import NatsBroker, parse_nats_url
+
+        server, subject = parse_nats_url(config.source)
+        sink_server, sink_subject = parse_nats_url(config.sink)
+        if server != sink_server:
+            raise ValueError("--source and --sink must be on the same NATS server")
+        return NatsBroker(
+            server,
+            subject,
+            sink_subject,
+            config.dead_letter or f"{subject}-dead",
+            config.group,
+            max_deliveries=config.max_deliveries,
+            ack_wait_ms=config.claim_idle_ms,
+        )
+    raise ValueError(f"unsupported stream URL scheme {scheme!r}; use redis:// or nats://")
 
 
 def build_scorer(settings: Settings, model: str) -> Scorer:
