@@ -66,6 +66,9 @@ class StreamSettings(BaseModel):
     """Model version or alias; None follows ``production`` (else the newest)."""
     enrich: list[str] = Field(default_factory=list)
     """Servers to call instead of loading the model (``http://…``, ``grpc://…``)."""
+    kafka_options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """Extra librdkafka settings for the Kafka consumer and producer (``security.protocol``,
+    ``sasl.*``, ``session.timeout.ms``, ...)."""
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """Port of the Prometheus endpoint; None: no endpoint."""
 

@@ -84,9 +84,11 @@ class Broker(Protocol):
     async def fetch(self, count: int, block_ms: int) -> list[Delivery]:
         """Up to ``count`` messages, waiting at most ``block_ms`` for the first."""
 
-    async def settle(self, results: list[Result], dead: list[DeadLetter]) -> None:
-        """Write the results and dead letters, and acknowledge their messages; what
-        is neither stays unacknowledged and is delivered again."""
+    async def settle(
+        self, results: list[Result], dead: list[DeadLetter], retry: list[Delivery]
+    ) -> None:
+        """Write the results and dead letters and acknowledge their messages; ``retry``
+        (refused for a passing reason) is left unacknowledged, to be delivered again."""
 
     async def backlog(self) -> tuple[int | None, int | None]:
         """(lag, pending) of the group, for the gauges."""
@@ -174,6 +176,7 @@ class Consumer:
             specs = self.scorer.signature()
         except InferlineError as exc:  # model not loaded (yet): everything comes back later
             logger.warning("cannot score %d messages: %s", len(batch), exc.message)
+            await self.broker.settle([], [], batch)
             self._count(len(batch), [], [], len(batch))
             return
         for delivery in batch:
@@ -191,7 +194,7 @@ class Consumer:
             except InferlineError as exc:
                 dead.append(self._dead(delivery, exc.message, "malformed"))
         results: list[Result] = []
-        retried = 0
+        retry: list[Delivery] = []
         if todo:
             try:
                 answers = await self.scorer.score([parsed for _, parsed in todo])
@@ -204,11 +207,11 @@ class Consumer:
                 elif not _passing(answer):
                     dead.append(self._dead(delivery, answer.message, "invalid", parsed.id))
                 else:
-                    retried += 1
-            if retried:
-                logger.warning("%d messages left pending to retry", retried)
-        await self.broker.settle(results, dead)
-        self._count(len(batch), results, dead, retried)
+                    retry.append(delivery)
+            if retry:
+                logger.warning("%d messages left pending to retry", len(retry))
+        await self.broker.settle(results, dead, retry)
+        self._count(len(batch), results, dead, len(retry))
 
     def _count(
         self, size: int, results: list[Result], dead: list[DeadLetter], retried: int

@@ -114,7 +114,9 @@ class NatsBroker:
             )
         return deliveries
 
-    async def settle(self, results: list[Result], dead: list[DeadLetter]) -> None:
+    async def settle(
+        self, results: list[Result], dead: list[DeadLetter], retry: list[Delivery]
+    ) -> None:
         publishes = [
             self._publish(self.sink, r.delivery, result_document(r.fields)) for r in results
         ]
@@ -124,6 +126,7 @@ class NatsBroker:
         await asyncio.gather(*publishes)
         await asyncio.gather(*(r.delivery.ref.ack_sync() for r in results))
         await asyncio.gather(*(d.delivery.ref.ack_sync() for d in dead))
+        await asyncio.gather(*(delivery.ref.nak() for delivery in retry))
 
     async def _publish(self, subject: str, delivery: Delivery, body: bytes) -> None:
         headers = {"Nats-Msg-Id": f"{self._stream}:{delivery.broker_id}"}

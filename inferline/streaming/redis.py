@@ -173,7 +173,10 @@ class RedisBroker:
         logger.info("claimed %d idle entries of %s", len(entries), self.source)
         return [_delivery(i, f, attempts.get(i, 2)) for i, f in entries]
 
-    async def settle(self, results: list[Result], dead: list[DeadLetter]) -> None:
+    async def settle(
+        self, results: list[Result], dead: list[DeadLetter], retry: list[Delivery]
+    ) -> None:
+        """``retry`` stays pending; ``XAUTOCLAIM`` hands it out again once idle."""
         if not results and not dead:
             return
         args: list[Any] = [self.group, self.ttl_ms]

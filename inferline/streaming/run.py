@@ -72,7 +72,22 @@ def build_broker(config: StreamSettings) -> Broker:
             max_deliveries=config.max_deliveries,
             ack_wait_ms=config.claim_idle_ms,
         )
-    raise ValueError(f"unsupported stream URL scheme {scheme!r}; use redis:// or nats://")
+    if scheme == "kafka":
+        from inferline.streaming.kafka import KafkaBroker, parse_kafka_url
+
+        bootstrap, topic = parse_kafka_url(config.source)
+        sink_bootstrap, sink_topic = parse_kafka_url(config.sink)
+        if bootstrap != sink_bootstrap:
+            raise ValueError("--source and --sink must be on the same Kafka cluster")
+        return KafkaBroker(
+            bootstrap,
+            topic,
+            sink_topic,
+            config.dead_letter or f"{topic}-dead",
+            config.group,
+            extra=config.kafka_options,
+        )
+    raise ValueError(f"unsupported stream URL scheme {scheme!r}; use redis://, nats:// or kafka://")
 
 
 def build_scorer(settings: Settings, model: str) -> Scorer:

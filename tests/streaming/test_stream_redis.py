@@ -225,8 +225,8 @@ async def test_an_entry_answered_by_a_claiming_consumer_is_not_answered_twice(
         await asyncio.sleep(0.01)
         (claimed,) = await fast.fetch(10, 100)
         assert claimed.attempts == 2
-        await fast.settle([Result(claimed, {"id": "only", "by": "fast"}, "only")], [])
-        await slow.settle([Result(mine, {"id": "only", "by": "slow"}, "only")], [])
+        await fast.settle([Result(claimed, {"id": "only", "by": "fast"}, "only")], [], [])
+        await slow.settle([Result(mine, {"id": "only", "by": "slow"}, "only")], [], [])
     finally:
         await slow.close()
         await fast.close()
