@@ -119,7 +119,9 @@ class RedisBroker:
         from redis import asyncio as aioredis
         from redis.exceptions import ResponseError
 
-        self._redis = aioredis.Redis.from_url(self.server, decode_responses=True)
+        # Bytes, decoded here: a producer's non-UTF-8 value must reach the dead letter,
+        # not fail every read (and claim) of the batch it is in.
+        self._redis = aioredis.Redis.from_url(self.server, decode_responses=False)
         try:
             await self._redis.xgroup_create(self.source, self.group, id="0", mkstream=True)
         except ResponseError as exc:
@@ -152,10 +154,10 @@ class RedisBroker:
         reply = await self._redis.xautoclaim(
             self.source, self.group, self.consumer, self.claim_idle_ms, self._cursor, count=count
         )
-        self._cursor = reply[0]
-        entries = [(i, f) for i, f in reply[1] if f is not None]
-        deleted = list(reply[2]) if len(reply) > 2 else []
-        gone = [i for i, f in reply[1] if f is None] + deleted
+        self._cursor = _text(reply[0])
+        entries = [(_text(i), f) for i, f in reply[1] if f is not None]
+        deleted = [_text(i) for i in reply[2]] if len(reply) > 2 else []
+        gone = [_text(i) for i, f in reply[1] if f is None] + deleted
         if gone:  # trimmed from the stream before anyone scored them: nothing to answer
             await self._redis.xack(self.source, self.group, *gone)
             logger.warning("%d pending entries were deleted from %s", len(gone), self.source)
@@ -169,7 +171,7 @@ class RedisBroker:
             count=len(entries) * 4 + 16,
             consumername=self.consumer,
         )
-        attempts = {p["message_id"]: int(p["times_delivered"]) for p in pending}
+        attempts = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
         logger.info("claimed %d idle entries of %s", len(entries), self.source)
         return [_delivery(i, f, attempts.get(i, 2)) for i, f in entries]
 
@@ -192,12 +194,19 @@ class RedisBroker:
 
     async def backlog(self) -> tuple[int | None, int | None]:
         for group in await self._redis.xinfo_groups(self.source):
-            if group["name"] == self.group:
+            if _text(group["name"]) == self.group:
                 return group.get("lag"), group.get("pending")
         return None, None
 
 
-def _delivery(entry_id: str, fields: dict[str, str], attempts: int) -> Delivery:
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _delivery(entry_id: bytes | str, raw: dict[bytes, bytes], attempts: int) -> Delivery:
+    entry_id = _text(entry_id)
+    # Not UTF-8: the replacement character makes the value fail to parse (a dead letter).
+    fields = {_text(k): _text(v) for k, v in raw.items()}
     millis = entry_id.partition("-")[0]
     produced = int(millis) / 1000 if millis.isdigit() else None
     return Delivery(entry_id, fields, attempts, entry_id, produced)

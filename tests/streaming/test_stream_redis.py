@@ -319,3 +319,23 @@ def test_status_reports_lag_pending_and_dead_letters(streams: Streams, redis_cli
     (group,) = report["groups"]
     assert (group["lag"], group["pending"], report["dead_letters"]) == (1, 1, 1)
     assert group["consumers"][0]["name"] == "c"
+
+
+async def test_an_entry_that_is_not_utf8_goes_to_the_dead_letter_and_the_rest_is_scored(
+    stream_models: Path, streams: Streams, redis_client: Any
+) -> None:
+    import redis
+
+    raw = redis.Redis.from_url(REDIS)  # bytes in, as any producer may write them
+    try:
+        raw.xadd(streams.source, {b"id": b"bad", b"x": b"\xff\xfe[1, 2, 3]"})
+        raw.xadd(streams.source, {b"id": b"good", b"x": b"[0.5, 1, 0]"})
+    finally:
+        raw.close()
+    config = streams.config(claim_idle_ms=50)
+    async with consuming(plane_settings(stream_models, config), "ranged"):
+        await wait_for(lambda: redis_client.xlen(streams.dead) == 1, timeout=30)
+        await wait_for(lambda: redis_client.xlen(streams.sink) == 1, timeout=30)
+    assert list(_results(redis_client, streams.sink)) == ["good"]
+    assert list(_results(redis_client, streams.dead)) == ["bad"]
+    assert _pending(redis_client, streams) == 0
