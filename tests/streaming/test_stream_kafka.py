@@ -39,9 +39,6 @@ class Reader:
         )  # fmt: skip
         self.consumer.subscribe([topic])
         self.docs: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 60
-        while not self.consumer.assignment() and time.monotonic() < deadline:
-            self.consumer.consume(1, 0.2)  # joins the group: reading starts at once later
 
     def poll(self) -> int:
         for msg in self.consumer.consume(500, 0.2):
@@ -76,7 +73,8 @@ def _start(
         "--dead-letter", topics["dead"], "--group", group, "--batch-size", "16",
     ]  # fmt: skip
     env = {**os.environ, "INFERLINE_STREAM__KAFKA_OPTIONS": json.dumps(
-        {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500, "log_level": 3})}  # fmt: skip
+        {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500, "max.poll.interval.ms": 10000,
+         "log_level": 3})}  # fmt: skip
     with log.open("wb") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
 
