@@ -1,6 +1,7 @@
 """Redis Streams: a consumer group in, a results stream out, and nothing lost between.
 
-Results, dead letters and acknowledgements are written by one Lua script, which
+Results, dead letters and acknowledgements are written by one Lua script (the batch
+as one JSON argument, decoded by cjson in Redis), which
 Redis runs atomically like a MULTI/EXEC block, with one difference that matters:
 each result is written only if its ``XACK`` acknowledged the entry. An entry
 another consumer claimed and already answered acknowledges nothing, so its second
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+import orjson
+
 from inferline.errors import BadRequest
 from inferline.streaming.consumer import DeadLetter, Result
 from inferline.streaming.messages import Delivery, result_document
@@ -32,19 +35,15 @@ __all__ = ["RedisBroker", "StreamURL", "parse_stream_url", "redis_status"]
 
 logger = logging.getLogger(__name__)
 
-#: KEYS: source, sink, dead letter. ARGV: group, ttl ms (0: none), then per message
-#: kind ("r" result / "d" dead), entry id, result key ("" none), key value, n, n field pairs.
+#: KEYS: source, sink, dead letter. ARGV: group, ttl ms (0: none), then the batch as one
+#: JSON array of [kind ("r" result / "d" dead), entry id, result key ("" none), key value,
+#: [field, value, ...]]: one argument, so the client encodes three, not thousands.
 _SETTLE = """
 local group = ARGV[1]
 local ttl = tonumber(ARGV[2])
-local i = 3
 local written = 0
-while i <= #ARGV do
-  local kind, id, key, value = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local n = tonumber(ARGV[i + 4])
-  local fields = {}
-  for j = 1, 2 * n do fields[j] = ARGV[i + 4 + j] end
-  i = i + 5 + 2 * n
+for _, item in ipairs(cjson.decode(ARGV[3])) do
+  local kind, id, key, value, fields = item[1], item[2], item[3], item[4], item[5]
   if redis.call('XACK', KEYS[1], group, id) == 1 then
     local target = KEYS[2]
     if kind == 'd' then target = KEYS[3] end
@@ -181,15 +180,16 @@ class RedisBroker:
         """``retry`` stays pending; ``XAUTOCLAIM`` hands it out again once idle."""
         if not results and not dead:
             return
-        args: list[Any] = [self.group, self.ttl_ms]
+        items: list[Any] = []
         for result in results:
             key, value = "", ""
             if self.results_key is not None:
                 key = _format_key(self.results_key, result.id)
                 value = result_document(result.fields).decode()
-            _pack(args, "r", result.delivery.ref, key, value, result.fields)
+            items.append(("r", result.delivery.ref, key, value, _flat(result.fields)))
         for letter in dead:
-            _pack(args, "d", letter.delivery.ref, "", "", letter.fields)
+            items.append(("d", letter.delivery.ref, "", "", _flat(letter.fields)))
+        args = [self.group, self.ttl_ms, orjson.dumps(items)]
         await self._settle(keys=[self.source, self.sink, self.dead_letter], args=args)
 
     async def backlog(self) -> tuple[int | None, int | None]:
@@ -212,12 +212,8 @@ def _delivery(entry_id: bytes | str, raw: dict[bytes, bytes], attempts: int) -> 
     return Delivery(entry_id, fields, attempts, entry_id, produced)
 
 
-def _pack(
-    args: list[Any], kind: str, entry_id: str, key: str, value: str, fields: dict[str, str]
-) -> None:
-    args += [kind, entry_id, key, value, len(fields)]
-    for name, text in fields.items():
-        args += [name, text]
+def _flat(fields: dict[str, str]) -> list[str]:
+    return [part for pair in fields.items() for part in pair]
 
 
 def _format_key(pattern: str, message_id: str) -> str:
