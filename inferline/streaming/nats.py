@@ -102,7 +102,7 @@ class NatsBroker:
         from nats.errors import TimeoutError as NatsTimeout
 
         try:
-            messages = await self._sub.fetch(count, timeout=block_ms / 1000)
+            messages = await self._sub.fetch(count, timeout=max(block_ms, 5) / 1000)
         except (TimeoutError, NatsTimeout):
             return []
         deliveries = []

@@ -143,7 +143,7 @@ class RedisBroker:
             if claimed:
                 return claimed
         reply = await self._redis.xreadgroup(
-            self.group, self.consumer, {self.source: ">"}, count=count, block=block_ms
+            self.group, self.consumer, {self.source: ">"}, count=count, block=block_ms or None
         )
         if not reply:
             return []
