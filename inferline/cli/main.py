@@ -15,6 +15,7 @@ from inferline.cli.keys import app as keys_app
 from inferline.cli.models import app as models_app
 from inferline.cli.monitor import app as monitor_app
 from inferline.cli.optimize import optimize as optimize_command
+from inferline.cli.stream import app as stream_app
 from inferline.errors import SettingsError
 from inferline.settings import setting_label
 
@@ -176,6 +177,7 @@ def demo(
 app.add_typer(models_app, name="models")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(keys_app, name="keys")
+app.add_typer(stream_app, name="stream")
 app.command(name="batch")(batch_command)
 app.command(name="optimize")(optimize_command)
 

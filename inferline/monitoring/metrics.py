@@ -33,7 +33,14 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 
 from inferline.monitoring.records import InferenceRecord
 
-__all__ = ["FLUSH_SECONDS", "MULTIPROC_ENV", "Metrics", "mark_worker_dead", "multiprocess_mode"]
+__all__ = [
+    "FLUSH_SECONDS",
+    "MULTIPROC_ENV",
+    "Metrics",
+    "StreamMetrics",
+    "mark_worker_dead",
+    "multiprocess_mode",
+]
 
 #: prometheus_client's own switch for multiprocess mode.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -306,6 +313,75 @@ class Metrics:
         while True:
             self.refresh(read_state())
             await asyncio.sleep(every)
+
+
+class StreamMetrics:
+    """A stream consumer's families (``inferline stream``): one batch is one update each.
+
+    Messages per second is ``rate(inferline_stream_messages_total[1m])``; lag and
+    pending are sampled from the broker every ``metrics_refresh_seconds``.
+    """
+
+    def __init__(self, registry: CollectorRegistry, model: str) -> None:
+        self.registry = registry
+        self.model = model
+        self.messages = Counter(
+            "inferline_stream_messages", "Messages settled, by outcome (scored, dead, retried).",
+            ["model", "outcome"], registry=registry,
+        )  # fmt: skip
+        self.dead_letters = Counter(
+            "inferline_stream_dead_letters", "Messages sent to the dead letter, by reason.",
+            ["model", "reason"], registry=registry,
+        )  # fmt: skip
+        self.errors = Counter(
+            "inferline_stream_errors", "Batches that failed to score or settle, by stage.",
+            ["model", "stage"], registry=registry,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "inferline_stream_batch_size", "Messages per batch read.",
+            ["model"], buckets=BATCH_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "inferline_stream_latency_seconds", "From the message's production to its settling.",
+            ["model"], buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.lag = Gauge(
+            "inferline_stream_lag", "Messages in the source not yet read by the group.",
+            ["model"], registry=registry, multiprocess_mode="max",
+        )  # fmt: skip
+        self.pending = Gauge(
+            "inferline_stream_pending", "Messages read by the group and not yet acknowledged.",
+            ["model"], registry=registry, multiprocess_mode="max",
+        )  # fmt: skip
+        self.inflight = Gauge(
+            "inferline_stream_inflight_batches", "Batches read by this consumer, not yet settled.",
+            ["model"], registry=registry, multiprocess_mode="livesum",
+        )  # fmt: skip
+
+    def settled(
+        self, size: int, scored: int, dead: dict[str, int], retried: int, latencies: list[float]
+    ) -> None:
+        model = self.model
+        self.batch_size.labels(model).observe(size)
+        if scored:
+            self.messages.labels(model, "scored").inc(scored)
+        if retried:
+            self.messages.labels(model, "retried").inc(retried)
+        for reason, n in dead.items():
+            self.messages.labels(model, "dead").inc(n)
+            self.dead_letters.labels(model, reason).inc(n)
+        latency = self.latency.labels(model)
+        for seconds in latencies:
+            latency.observe(seconds)
+
+    def failed(self, stage: str) -> None:
+        self.errors.labels(self.model, stage).inc()
+
+    def backlog(self, lag: int | None, pending: int | None) -> None:
+        if lag is not None:
+            self.lag.labels(self.model).set(lag)
+        if pending is not None:
+            self.pending.labels(self.model).set(pending)
 
 
 def _resident_bytes() -> int:

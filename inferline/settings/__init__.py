@@ -26,6 +26,7 @@ from inferline.settings.monitoring import (
 )
 from inferline.settings.security import AuthSettings, JwtSettings, RateLimitSettings
 from inferline.settings.server import Settings, setting_label, settings_error
+from inferline.settings.streaming import StreamSettings
 from inferline.settings.transport import ConnectionLimits
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "RateLimitSettings",
     "RetrainHook",
     "Settings",
+    "StreamSettings",
     "TensorSpec",
     "load_model_settings",
     "setting_label",

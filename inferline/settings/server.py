@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from inferline.settings._files import read_mapping
 from inferline.settings.monitoring import MonitoringSettings
 from inferline.settings.security import AuthSettings, Secret
+from inferline.settings.streaming import StreamSettings
 from inferline.settings.transport import ConnectionLimits
 
 #: URL schemes each payload sink accepts in ``payload_log_url``.
@@ -110,6 +111,8 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     """Authentication, roles and rate limits (see docs/security.md). Authentication is
     on as soon as an API key exists or a JWT setting is set."""
+    stream: StreamSettings = Field(default_factory=StreamSettings)
+    """The stream consumer of ``inferline stream`` (see docs/streaming.md)."""
     insecure: bool = False
     """Allow serving without authentication on an address other than loopback."""
     allow_code_upload: bool = False
