@@ -82,6 +82,28 @@ def run_command(
         str | None,
         typer.Option(help="Call these servers instead of loading the model (comma-separated)."),
     ] = None,
+    enrich_token: Annotated[
+        str | None,
+        typer.Option(
+            help="Bearer token for the --enrich servers (or INFERLINE_STREAM__ENRICH_TOKEN)."
+        ),
+    ] = None,
+    enrich_timeout: Annotated[
+        float | None, typer.Option(help="Seconds per message call, retries included.")
+    ] = None,
+    enrich_retries: Annotated[
+        int | None, typer.Option(help="Retries on 503/UNAVAILABLE or an unreachable server.")
+    ] = None,
+    enrich_balance: Annotated[
+        str | None, typer.Option(help="round_robin or least_outstanding (default).")
+    ] = None,
+    enrich_tls_ca: Annotated[
+        Path | None, typer.Option(help="CA bundle for https:// and grpcs:// servers.")
+    ] = None,
+    enrich_tls_cert: Annotated[
+        Path | None, typer.Option(help="Client certificate (mutual TLS).")
+    ] = None,
+    enrich_tls_key: Annotated[Path | None, typer.Option(help="Client key (mutual TLS).")] = None,
     model_dir: Annotated[
         Path | None, typer.Option(help="Folder of models (default: the registry).")
     ] = None,
@@ -106,6 +128,13 @@ def run_command(
         "metrics_port": metrics_port,
         "version": version,
         "enrich": [e.strip() for e in enrich.split(",") if e.strip()] if enrich else None,
+        "enrich_token": enrich_token,
+        "enrich_timeout": enrich_timeout,
+        "enrich_retries": enrich_retries,
+        "enrich_balance": enrich_balance,
+        "enrich_tls_ca": enrich_tls_ca,
+        "enrich_tls_cert": enrich_tls_cert,
+        "enrich_tls_key": enrich_tls_key,
     }
     settings = _settings(config, flags, model_dir=model_dir, log_level=log_level)
     from inferline.monitoring.logs import configure_logging
