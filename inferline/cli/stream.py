@@ -36,9 +36,15 @@ app = typer.Typer(
 )
 
 Source = Annotated[
-    str | None, typer.Option(help="redis://host:port/db?stream=NAME to read messages from.")
+    str | None,
+    typer.Option(
+        help="redis://host:port/db?stream=NAME, nats://host:port/SUBJECT or "
+        "kafka://host:port/TOPIC to read messages from."
+    ),
 ]
-Sink = Annotated[str | None, typer.Option(help="redis://host:port/db?stream=NAME for results.")]
+Sink = Annotated[
+    str | None, typer.Option(help="Where results go: the same URL forms, on the same broker.")
+]
 Group = Annotated[str | None, typer.Option(help="Consumer group (default: inferline).")]
 DeadLetterOpt = Annotated[
     str | None, typer.Option(help="Dead-letter stream (default: <source stream>-dead).")
@@ -179,14 +185,8 @@ def status(
     if not stream.source:
         typer.echo("inferline: status needs --source", err=True)
         raise typer.Exit(2)
-    from inferline.streaming.redis import parse_stream_url, redis_status
-
     try:
-        url = parse_stream_url(stream.source)
-        sink_name = parse_stream_url(stream.sink).stream if stream.sink else None
-        report = asyncio.run(
-            redis_status(url, group, sink_name, stream.dead_letter or f"{url.stream}-dead")
-        )
+        report = _status(stream, group)
     except (ValueError, OSError) as exc:
         typer.echo(f"inferline: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -194,6 +194,30 @@ def status(
         typer.echo(json.dumps(report, indent=2))
         return
     _print(report)
+
+
+def _status(stream: Any, group: str | None) -> dict[str, Any]:
+    """The report for the broker the source URL names (Redis, NATS JetStream or Kafka)."""
+    scheme = stream.source.partition("://")[0]
+    if scheme in ("nats", "tls"):
+        from inferline.streaming.nats import nats_status, parse_nats_url
+
+        server, subject = parse_nats_url(stream.source)
+        dead = stream.dead_letter or f"{subject}-dead"
+        return asyncio.run(nats_status(server, subject, group, dead))
+    if scheme == "kafka":
+        from inferline.streaming.kafka import kafka_status, parse_kafka_url
+
+        bootstrap, topic = parse_kafka_url(stream.source)
+        dead = stream.dead_letter or f"{topic}-dead"
+        return kafka_status(bootstrap, topic, group or stream.group, dead, stream.kafka_options)
+    from inferline.streaming.redis import parse_stream_url, redis_status
+
+    url = parse_stream_url(stream.source)
+    sink_name = parse_stream_url(stream.sink).stream if stream.sink else None
+    return asyncio.run(
+        redis_status(url, group, sink_name, stream.dead_letter or f"{url.stream}-dead")
+    )
 
 
 def _print(report: dict[str, Any]) -> None:
@@ -215,7 +239,13 @@ def _print(report: dict[str, Any]) -> None:
         consumers = ", ".join(
             f"{c['name']} ({c['pending']}, {c['idle_ms']})" for c in info["consumers"]
         )
-        table.add_row(info["name"], str(info["lag"]), str(info["pending"]), consumers)
+        lag, pending = info["lag"], info["pending"]
+        table.add_row(
+            info["name"],
+            "-" if lag is None else str(lag),
+            "-" if pending is None else str(pending),
+            consumers,
+        )
     console.print(table)
 
 
