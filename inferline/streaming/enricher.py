@@ -12,7 +12,8 @@ deliveries it goes to the dead letter too).
 
 The model's signature is read once, at start, through the same client (REST or
 gRPC metadata), so entry fields are parsed to the declared datatypes; when no
-server answers the metadata call, JSON values keep their natural types.
+server answers the metadata call, JSON values keep their natural types. A server
+that refuses the token (401/403) stops the consumer at start, before it reads.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from inferline.client import AsyncClient
-from inferline.errors import InferlineError
+from inferline.errors import InferlineError, PermissionDenied, Unauthenticated
 from inferline.settings import StreamSettings, TensorSpec
 from inferline.streaming.messages import Parsed, Scored
 
@@ -55,7 +56,11 @@ class EnricherScorer:
 
     async def start(self) -> None:
         await self.client.start()
-        self._specs = await self._read_signature()
+        try:
+            self._specs = await self._read_signature()
+        except BaseException:
+            await self.client.aclose()  # run() calls stop() only after a good start
+            raise
 
     async def stop(self) -> None:
         await self.client.aclose()
@@ -82,6 +87,8 @@ class EnricherScorer:
                 TensorSpec(name=s["name"], datatype=s["datatype"], shape=s["shape"])
                 for s in metadata["inputs"]
             ]
+        except (Unauthenticated, PermissionDenied):
+            raise  # a refused token would dead-letter every message: stop at start instead
         except (InferlineError, KeyError, TypeError, ValueError) as exc:
             logger.warning("model metadata unreadable (%s); JSON values keep their types", exc)
             return None

@@ -13,9 +13,12 @@ import numpy as np
 import orjson
 import pytest
 
+from inferline.errors import Unauthenticated
 from inferline.settings import StreamSettings
 from inferline.streaming.enricher import EnricherScorer
+from tests.client.conftest import serve
 from tests.conftest import ServerProcess, start_server, stop_server
+from tests.security.conftest import AuthWorld, auth, auth_plane, guard
 from tests.streaming.conftest import (
     Streams,
     consuming,
@@ -25,6 +28,8 @@ from tests.streaming.conftest import (
     wait_sync,
 )
 from tests.streaming.test_stream_redis import _pending, _results
+
+__all__ = ["auth", "auth_plane", "guard"]  # the authenticated world's fixtures
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e]
 
@@ -75,6 +80,31 @@ def test_the_stream_settings_reach_the_client(tmp_path: Path) -> None:
     assert "s3cret" not in repr(config)
     with pytest.raises(ValueError, match="go together"):
         StreamSettings(enrich_tls_cert=tmp_path / "c.pem")
+
+
+async def test_the_token_reaches_the_servers(
+    auth_plane: Any, guard: Any, auth: AuthWorld, streams: Streams, redis_client: Any
+) -> None:
+    """A refused token stops the consumer at start (nothing read); the right one scores."""
+    doc = {"fp": [1.5, 2.25, -3.0, 0.1], "i64": [7, -2], "flag": [True], "text": ["hi"]}
+    redis_client.xadd(streams.source, {"id": "k", "data": json.dumps(doc)})
+    models = auth.settings.model_dir
+
+    def settings(name: str, url: str) -> Any:
+        token = auth.creds[name].split(" ", 1)[1]
+        config = streams.config(payload_field="data", enrich=[url], enrich_token=token)
+        return plane_settings(models, config)
+
+    async with serve(auth_plane, "rest", guard) as url:
+        with pytest.raises(Unauthenticated):
+            async with consuming(settings("key-wrong", url), "kitchen"):
+                pass
+        assert redis_client.xlen(streams.dead) == 0
+        async with consuming(settings("jwt-hs-kitchen", url), "kitchen"):
+            await wait_for(lambda: redis_client.xlen(streams.sink) == 1)
+    ((_, result),) = redis_client.xrange(streams.sink)
+    assert orjson.loads(result["text_upper"]) == ["HI"]
+    assert orjson.loads(result["i64_double"]) == [14, -4]
 
 
 def test_enricher_with_one_of_two_servers_killed_mid_run_loses_nothing(
