@@ -17,6 +17,7 @@ from inferline.errors import Unauthenticated
 from inferline.settings import StreamSettings
 from inferline.streaming.enricher import EnricherScorer
 from tests.client.conftest import serve
+from tests.client.test_tls import Pem, pki, tls_server
 from tests.conftest import ServerProcess, start_server, stop_server
 from tests.security.conftest import AuthWorld, auth, auth_plane, guard
 from tests.streaming.conftest import (
@@ -29,7 +30,7 @@ from tests.streaming.conftest import (
 )
 from tests.streaming.test_stream_redis import _pending, _results
 
-__all__ = ["auth", "auth_plane", "guard"]  # the authenticated world's fixtures
+__all__ = ["auth", "auth_plane", "guard", "pki"]  # fixtures shared with other tests
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e]
 
@@ -105,6 +106,35 @@ async def test_the_token_reaches_the_servers(
     ((_, result),) = redis_client.xrange(streams.sink)
     assert orjson.loads(result["text_upper"]) == ["HI"]
     assert orjson.loads(result["i64_double"]) == [14, -4]
+
+
+@pytest.mark.parametrize("kind", ["rest", "grpc"])
+async def test_mutual_tls_to_the_servers(
+    dataplane: Any, pki: dict[str, Pem], kind: str, model_dir: Path, streams: Streams,
+    redis_client: Any,
+) -> None:  # fmt: skip
+    rows = np.random.default_rng(9).normal(size=(20, 20)).astype(np.float32)
+    for i, row in enumerate(rows):
+        redis_client.xadd(streams.source, {"id": str(i), "input": json.dumps(row.tolist())})
+    (ca, _), (cert, key) = pki["ca"], pki["client"]
+    async with tls_server(dataplane, kind, pki) as url:
+        config = streams.config(
+            enrich=[url], enrich_tls_ca=ca, enrich_tls_cert=cert, enrich_tls_key=key
+        )
+        async with consuming(plane_settings(model_dir, config), "demo"):
+            await wait_for(lambda: redis_client.xlen(streams.sink) == len(rows))
+    assert redis_client.xlen(streams.dead) == 0
+    labels = {f["id"]: orjson.loads(f["label"]) for _, f in redis_client.xrange(streams.sink)}
+    expected = await dataplane_labels(dataplane, rows)
+    assert [labels[str(i)] for i in range(len(rows))] == expected
+
+
+async def dataplane_labels(plane: Any, rows: np.ndarray) -> list[int]:
+    """The model in process, one row at a time (as the stream sends them)."""
+    from tests.client.test_client import forest
+
+    session = forest(plane.settings.model_dir)
+    return [int(session.run(None, {"input": row[None]})[0][0]) for row in rows]  # type: ignore[attr-defined]
 
 
 def test_enricher_with_one_of_two_servers_killed_mid_run_loses_nothing(
