@@ -36,9 +36,15 @@ app = typer.Typer(
 )
 
 Source = Annotated[
-    str | None, typer.Option(help="redis://host:port/db?stream=NAME to read messages from.")
+    str | None,
+    typer.Option(
+        help="redis://host:port/db?stream=NAME, nats://host:port/SUBJECT or "
+        "kafka://host:port/TOPIC to read messages from."
+    ),
 ]
-Sink = Annotated[str | None, typer.Option(help="redis://host:port/db?stream=NAME for results.")]
+Sink = Annotated[
+    str | None, typer.Option(help="Where results go: the same URL forms, on the same broker.")
+]
 Group = Annotated[str | None, typer.Option(help="Consumer group (default: inferline).")]
 DeadLetterOpt = Annotated[
     str | None, typer.Option(help="Dead-letter stream (default: <source stream>-dead).")
@@ -82,6 +88,28 @@ def run_command(
         str | None,
         typer.Option(help="Call these servers instead of loading the model (comma-separated)."),
     ] = None,
+    enrich_token: Annotated[
+        str | None,
+        typer.Option(
+            help="Bearer token for the --enrich servers (or INFERLINE_STREAM__ENRICH_TOKEN)."
+        ),
+    ] = None,
+    enrich_timeout: Annotated[
+        float | None, typer.Option(help="Seconds per message call, retries included.")
+    ] = None,
+    enrich_retries: Annotated[
+        int | None, typer.Option(help="Retries on 503/UNAVAILABLE or an unreachable server.")
+    ] = None,
+    enrich_balance: Annotated[
+        str | None, typer.Option(help="round_robin or least_outstanding (default).")
+    ] = None,
+    enrich_tls_ca: Annotated[
+        Path | None, typer.Option(help="CA bundle for https:// and grpcs:// servers.")
+    ] = None,
+    enrich_tls_cert: Annotated[
+        Path | None, typer.Option(help="Client certificate (mutual TLS).")
+    ] = None,
+    enrich_tls_key: Annotated[Path | None, typer.Option(help="Client key (mutual TLS).")] = None,
     model_dir: Annotated[
         Path | None, typer.Option(help="Folder of models (default: the registry).")
     ] = None,
@@ -106,6 +134,13 @@ def run_command(
         "metrics_port": metrics_port,
         "version": version,
         "enrich": [e.strip() for e in enrich.split(",") if e.strip()] if enrich else None,
+        "enrich_token": enrich_token,
+        "enrich_timeout": enrich_timeout,
+        "enrich_retries": enrich_retries,
+        "enrich_balance": enrich_balance,
+        "enrich_tls_ca": enrich_tls_ca,
+        "enrich_tls_cert": enrich_tls_cert,
+        "enrich_tls_key": enrich_tls_key,
     }
     settings = _settings(config, flags, model_dir=model_dir, log_level=log_level)
     from inferline.monitoring.logs import configure_logging
@@ -150,14 +185,8 @@ def status(
     if not stream.source:
         typer.echo("inferline: status needs --source", err=True)
         raise typer.Exit(2)
-    from inferline.streaming.redis import parse_stream_url, redis_status
-
     try:
-        url = parse_stream_url(stream.source)
-        sink_name = parse_stream_url(stream.sink).stream if stream.sink else None
-        report = asyncio.run(
-            redis_status(url, group, sink_name, stream.dead_letter or f"{url.stream}-dead")
-        )
+        report = _status(stream, group)
     except (ValueError, OSError) as exc:
         typer.echo(f"inferline: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -165,6 +194,30 @@ def status(
         typer.echo(json.dumps(report, indent=2))
         return
     _print(report)
+
+
+def _status(stream: Any, group: str | None) -> dict[str, Any]:
+    """The report for the broker the source URL names (Redis, NATS JetStream or Kafka)."""
+    scheme = stream.source.partition("://")[0]
+    if scheme in ("nats", "tls"):
+        from inferline.streaming.nats import nats_status, parse_nats_url
+
+        server, subject = parse_nats_url(stream.source)
+        dead = stream.dead_letter or f"{subject}-dead"
+        return asyncio.run(nats_status(server, subject, group, dead))
+    if scheme == "kafka":
+        from inferline.streaming.kafka import kafka_status, parse_kafka_url
+
+        bootstrap, topic = parse_kafka_url(stream.source)
+        dead = stream.dead_letter or f"{topic}-dead"
+        return kafka_status(bootstrap, topic, group or stream.group, dead, stream.kafka_options)
+    from inferline.streaming.redis import parse_stream_url, redis_status
+
+    url = parse_stream_url(stream.source)
+    sink_name = parse_stream_url(stream.sink).stream if stream.sink else None
+    return asyncio.run(
+        redis_status(url, group, sink_name, stream.dead_letter or f"{url.stream}-dead")
+    )
 
 
 def _print(report: dict[str, Any]) -> None:
@@ -186,7 +239,13 @@ def _print(report: dict[str, Any]) -> None:
         consumers = ", ".join(
             f"{c['name']} ({c['pending']}, {c['idle_ms']})" for c in info["consumers"]
         )
-        table.add_row(info["name"], str(info["lag"]), str(info["pending"]), consumers)
+        lag, pending = info["lag"], info["pending"]
+        table.add_row(
+            info["name"],
+            "-" if lag is None else str(lag),
+            "-" if pending is None else str(pending),
+            consumers,
+        )
     console.print(table)
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 __all__ = ["StreamSettings", "parse_duration"]
 
@@ -66,11 +68,34 @@ class StreamSettings(BaseModel):
     """Model version or alias; None follows ``production`` (else the newest)."""
     enrich: list[str] = Field(default_factory=list)
     """Servers to call instead of loading the model (``http://…``, ``grpc://…``)."""
+    enrich_token: SecretStr | None = None
+    """Bearer token (API key) sent to the ``enrich`` servers; prefer the environment
+    variable ``INFERLINE_STREAM__ENRICH_TOKEN`` to a flag, which ``ps`` shows."""
+    enrich_timeout: float = Field(default=10.0, gt=0)
+    """Seconds one message's call may take, every retry included; past it the
+    message stays pending and comes back."""
+    enrich_retries: int = Field(default=3, ge=0, le=100)
+    """Retries of one call after a 503 / UNAVAILABLE or an unreachable server, with
+    backoff, on another server when one is up."""
+    enrich_balance: Literal["round_robin", "least_outstanding"] = "least_outstanding"
+    """How calls are spread over the ``enrich`` servers."""
+    enrich_tls_ca: Path | None = None
+    """CA bundle that checks the ``https://`` / ``grpcs://`` servers (default: the system's)."""
+    enrich_tls_cert: Path | None = None
+    """Client certificate for mutual TLS (with ``enrich_tls_key``)."""
+    enrich_tls_key: Path | None = None
+    """Private key of ``enrich_tls_cert``."""
     kafka_options: dict[str, str | int | float | bool] = Field(default_factory=dict)
     """Extra librdkafka settings for the Kafka consumer and producer (``security.protocol``,
     ``sasl.*``, ``session.timeout.ms``, ...)."""
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """Port of the Prometheus endpoint; None: no endpoint."""
+
+    @model_validator(mode="after")
+    def _mutual_tls_pair(self) -> StreamSettings:
+        if (self.enrich_tls_cert is None) != (self.enrich_tls_key is None):
+            raise ValueError("enrich_tls_cert and enrich_tls_key go together (mutual TLS)")
+        return self
 
     @field_validator("ttl_seconds", mode="before")
     @classmethod

@@ -1,27 +1,31 @@
 """The enricher pattern: the consumer calls one or more inferline servers.
 
 Each message of a micro-batch is one ``infer`` call through
-:class:`inferline.client.AsyncClient` (connection pooling, least-outstanding
-balancing over the endpoints, retries with backoff on 503/UNAVAILABLE only),
-sent side by side. A server's 4xx sends the message to the dead letter; a 5xx,
-or every endpoint down, leaves it pending to come back.
+:class:`inferline.client.AsyncClient`, sent side by side: connection pooling,
+round-robin or least-outstanding balancing over the endpoints, retries with
+backoff on 503 / UNAVAILABLE and unreachable servers only, one deadline per
+message, bearer token and (mutual) TLS, all from :class:`StreamSettings`.
 
-The model's signature is read once from the first HTTP endpoint's metadata, so
-entry fields are parsed to the declared datatypes; with only gRPC endpoints JSON
-values keep their natural types (use a V2 request in ``--payload-field`` to
-state them).
+A server's 4xx sends the message to the dead letter; a 5xx, a deadline, or every
+endpoint down leaves it pending to come back (and after ``max_deliveries``
+deliveries it goes to the dead letter too).
+
+The model's signature is read once, at start, through the same client (REST or
+gRPC metadata), so entry fields are parsed to the declared datatypes; when no
+server answers the metadata call, JSON values keep their natural types. A server
+that refuses the token (401/403) stops the consumer at start, before it reads.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from collections.abc import Sequence
 from typing import Any
 
-from inferline.errors import InferlineError, Unavailable
-from inferline.settings import TensorSpec
+from inferline.client import AsyncClient
+from inferline.errors import InferlineError, PermissionDenied, Unauthenticated
+from inferline.settings import StreamSettings, TensorSpec
 from inferline.streaming.messages import Parsed, Scored
 
 __all__ = ["EnricherScorer"]
@@ -30,38 +34,36 @@ logger = logging.getLogger(__name__)
 
 
 class EnricherScorer:
-    """Scores by calling the serving API (``inferline.client``, imported lazily)."""
+    """Scores by calling the serving API through :mod:`inferline.client`."""
 
     metrics_registry: Any = None
 
-    def __init__(
-        self,
-        endpoints: list[str],
-        model: str,
-        version: str | None = None,
-        *,
-        token: str | None = None,
-        timeout: float = 2.0,
-    ) -> None:
-        self.endpoints = endpoints
+    def __init__(self, config: StreamSettings, model: str) -> None:
         self.model = model
-        self.version = version
-        self.token = token
-        self.timeout = timeout
-        self._client: Any = None
+        self.version = config.version
+        token = config.enrich_token.get_secret_value() if config.enrich_token else None
+        self.client = AsyncClient(
+            config.enrich,
+            token=token,
+            timeout=config.enrich_timeout,
+            retries=config.enrich_retries,
+            balance=config.enrich_balance,
+            tls_ca=config.enrich_tls_ca,
+            tls_cert=config.enrich_tls_cert,
+            tls_key=config.enrich_tls_key,
+        )
         self._specs: list[TensorSpec] | None = None
 
     async def start(self) -> None:
-        # Imported by name: the client library is optional for the embedded pattern.
-        client = importlib.import_module("inferline.client")
-        self._client = client.AsyncClient(self.endpoints, token=self.token, timeout=self.timeout)
-        await self._client.__aenter__()
-        self._specs = await self._read_signature()
+        await self.client.start()
+        try:
+            self._specs = await self._read_signature()
+        except BaseException:
+            await self.client.aclose()  # run() calls stop() only after a good start
+            raise
 
     async def stop(self) -> None:
-        if self._client is not None:
-            await self._client.__aexit__(None, None, None)
-            self._client = None
+        await self.client.aclose()
 
     def signature(self) -> Sequence[TensorSpec] | None:
         return self._specs
@@ -71,29 +73,22 @@ class EnricherScorer:
 
     async def _one(self, item: Parsed) -> Scored | InferlineError:
         try:
-            result = await self._client.infer(
+            result = await self.client.infer(
                 self.model, item.inputs, version=self.version, request_id=item.id
             )
-        except InferlineError as exc:
+        except InferlineError as exc:  # the client maps every failure to one of ours
             return exc
-        except OSError as exc:  # every endpoint unreachable: the message comes back
-            return Unavailable(f"no inference server answered: {exc}")
         return Scored(dict(result.outputs), result.model_version, result.variant)
 
     async def _read_signature(self) -> list[TensorSpec] | None:
-        import httpx
-
-        http = [e for e in self.endpoints if e.startswith(("http://", "https://"))]
-        if not http:
-            return None
-        path = f"/v2/models/{self.model}" + (f"/versions/{self.version}" if self.version else "")
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
-            async with httpx.AsyncClient(timeout=self.timeout, headers=headers) as client:
-                reply = await client.get(http[0].rstrip("/") + path)
-                reply.raise_for_status()
-                inputs = reply.json()["inputs"]
-            return [TensorSpec.model_validate(spec) for spec in inputs]
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            metadata = await self.client.metadata(self.model, version=self.version)
+            return [
+                TensorSpec(name=s["name"], datatype=s["datatype"], shape=s["shape"])
+                for s in metadata["inputs"]
+            ]
+        except (Unauthenticated, PermissionDenied):
+            raise  # a refused token would dead-letter every message: stop at start instead
+        except (InferlineError, KeyError, TypeError, ValueError) as exc:
             logger.warning("model metadata unreadable (%s); JSON values keep their types", exc)
             return None

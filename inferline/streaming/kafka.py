@@ -22,7 +22,7 @@ from inferline.errors import Unavailable
 from inferline.streaming.consumer import DeadLetter, Result
 from inferline.streaming.messages import Delivery, result_document
 
-__all__ = ["KafkaBroker", "parse_kafka_url"]
+__all__ = ["KafkaBroker", "kafka_status", "parse_kafka_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -176,3 +176,46 @@ def _resolver(loop: asyncio.AbstractEventLoop, done: asyncio.Future[None]) -> An
         loop.call_soon_threadsafe(resolve)
 
     return on_delivery
+
+
+def kafka_status(
+    bootstrap: str, topic: str, group: str, dead_letter: str, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``stream status`` report for Kafka (blocking): messages kept on the source
+    topic, the group's lag (high watermark minus committed offset, summed over the
+    partitions), its members, and the messages on the dead-letter topic. Kafka has
+    no per-message acknowledgement, so ``pending`` is None."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, **(extra or {}), "group.id": group,
+         "enable.auto.commit": False}
+    )  # fmt: skip
+    try:
+        topics = consumer.list_topics(timeout=10).topics
+        if topic not in topics or topics[topic].error is not None:
+            raise ValueError(f"kafka topic {topic!r} does not exist")
+        partitions = [TopicPartition(topic, p) for p in sorted(topics[topic].partitions)]
+        length = lag = 0
+        committed = consumer.committed(partitions, timeout=10)
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            length += high - low
+            lag += high - (tp.offset if tp.offset >= 0 else low)
+        dead = 0
+        if dead_letter in topics and topics[dead_letter].error is None:
+            for p in topics[dead_letter].partitions:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(dead_letter, p), timeout=10
+                )
+                dead += high - low
+    except KafkaException as exc:
+        raise OSError(f"kafka: {exc}") from exc
+    finally:
+        consumer.close()
+    return {
+        "stream": topic,
+        "length": length,
+        "groups": [{"name": group, "lag": lag, "pending": None, "consumers": []}],
+        "dead_letters": dead,
+    }

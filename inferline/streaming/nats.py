@@ -13,6 +13,7 @@ which dead-letters it; ``ack_wait`` is ``claim_idle_ms``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,7 +21,7 @@ from urllib.parse import urlsplit
 from inferline.streaming.consumer import DeadLetter, Result
 from inferline.streaming.messages import Delivery, result_document
 
-__all__ = ["NatsBroker", "parse_nats_url"]
+__all__ = ["NatsBroker", "nats_status", "parse_nats_url"]
 
 
 def parse_nats_url(url: str) -> tuple[str, str]:
@@ -135,3 +136,55 @@ class NatsBroker:
     async def backlog(self) -> tuple[int | None, int | None]:
         info = await self._js.consumer_info(self._stream, self.durable)
         return info.num_pending, info.num_ack_pending
+
+
+async def nats_status(
+    server: str, subject: str, group: str | None, dead_letter: str
+) -> dict[str, Any]:
+    """The ``stream status`` report for JetStream: messages on the source subject, each
+    durable consumer's lag (not yet delivered) and pending (delivered, not acked), and
+    the messages on the dead-letter subject."""
+    import nats
+    from nats.js.errors import NotFoundError
+
+    try:
+        nc = await nats.connect(server, allow_reconnect=False, connect_timeout=5)
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise OSError(f"nats: cannot reach {server}: {exc}") from exc
+    try:
+        js = nc.jetstream()
+        try:
+            stream = await js.find_stream_name_by_subject(subject)
+        except NotFoundError as exc:
+            raise ValueError(f"no JetStream stream holds subject {subject!r}") from exc
+        report: dict[str, Any] = {
+            "stream": subject,
+            "length": await _subject_count(js, stream, subject),
+            "groups": [],
+            "dead_letters": 0,
+        }
+        with contextlib.suppress(NotFoundError):
+            dead_stream = await js.find_stream_name_by_subject(dead_letter)
+            report["dead_letters"] = await _subject_count(js, dead_stream, dead_letter)
+        for info in await js.consumers_info(stream):
+            name = info.config.durable_name or info.name
+            if group is not None and name != group:
+                continue
+            report["groups"].append(
+                {
+                    "name": name,
+                    "lag": info.num_pending,
+                    "pending": info.num_ack_pending,
+                    "redelivered": info.num_redelivered,
+                    "consumers": [],
+                }
+            )
+        return report
+    finally:
+        await nc.close()
+
+
+async def _subject_count(js: Any, stream: str, subject: str) -> int:
+    info = await js.stream_info(stream, subjects_filter=subject)
+    subjects = info.state.subjects or {}
+    return int(subjects.get(subject, 0)) if subjects else 0

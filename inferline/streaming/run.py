@@ -95,7 +95,7 @@ def build_scorer(settings: Settings, model: str) -> Scorer:
     if config.enrich:
         from inferline.streaming.enricher import EnricherScorer
 
-        return EnricherScorer(config.enrich, model, config.version)
+        return EnricherScorer(config, model)
     from inferline.streaming.embedded import EmbeddedScorer
 
     return EmbeddedScorer(settings, model, config.version)

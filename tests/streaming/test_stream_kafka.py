@@ -132,3 +132,38 @@ def test_no_message_is_lost_across_a_killed_and_restarted_consumer(
     for doc in sink.docs:
         assert doc["model"] == "ranged" and doc["y"] == 0.5 + int(doc["id"]) % 10
     assert {doc["id"] for doc in dead.docs} == poison
+
+
+def test_status_reports_length_lag_and_dead_letters(mock_cluster: str) -> None:
+    tag = uuid.uuid4().hex[:8]
+    source, dead, group = f"tx-{tag}", f"tx-{tag}-dead", f"g-{tag}"
+    producer = confluent_kafka.Producer({"bootstrap.servers": mock_cluster, "log_level": 3})
+    for i in range(10):
+        producer.produce(source, json.dumps({"id": str(i)}).encode(), partition=0)
+    for i in range(2):
+        producer.produce(dead, json.dumps({"id": str(i)}).encode(), partition=0)
+    assert producer.flush(10) == 0
+    committer = confluent_kafka.Consumer(
+        {"bootstrap.servers": mock_cluster, "group.id": group, "log_level": 3}
+    )
+    committer.commit(offsets=[confluent_kafka.TopicPartition(source, 0, 4)], asynchronous=False)
+    committer.close()
+    reply = subprocess.run(
+        [sys.executable, "-m", "inferline", "stream", "status", "--json",
+         "--source", f"kafka://{mock_cluster}/{source}", "--group", group],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ),
+    )  # fmt: skip
+    assert reply.returncode == 0, reply.stderr
+    report = json.loads(reply.stdout)
+    (info,) = report["groups"]
+    assert (report["length"], info["name"], info["lag"]) == (10, group, 6)
+    assert (info["pending"], report["dead_letters"]) == (None, 2)
+
+
+def test_status_of_a_missing_topic_is_a_clear_error(mock_cluster: str) -> None:
+    reply = subprocess.run(
+        [sys.executable, "-m", "inferline", "stream", "status",
+         "--source", f"kafka://{mock_cluster}/nope-{uuid.uuid4().hex[:8]}"],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ),
+    )  # fmt: skip
+    assert reply.returncode == 2 and "does not exist" in reply.stderr

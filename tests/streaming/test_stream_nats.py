@@ -118,3 +118,34 @@ async def test_no_message_is_lost_across_a_killed_and_restarted_consumer(
     assert all(json.loads(doc["payload"])["x"] == [5, 0, 0] for doc in dead)
     info = await js.consumer_info(f"T_{subjects['source']}", group)
     assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_status_reports_length_lag_pending_and_dead_letters(
+    js: Any, subjects: dict[str, str]
+) -> None:
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    for i in range(5):
+        await js.publish(subjects["source"], json.dumps({"id": str(i)}).encode())
+    await js.publish(subjects["dead"], b"{}")
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    config = ConsumerConfig(durable_name=group, ack_policy=AckPolicy.EXPLICIT, ack_wait=60)
+    sub = await js.pull_subscribe(subjects["source"], durable=group, config=config)
+    first, _second = await sub.fetch(2, timeout=5)
+    await first.ack_sync()
+    command = [
+        sys.executable, "-m", "inferline", "stream", "status", "--json",
+        "--source", f"{NATS}/{subjects['source']}", "--dead-letter", subjects["dead"],
+        "--group", group,
+    ]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ)
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, err.decode()
+    report = json.loads(out)
+    (info,) = report["groups"]
+    assert (report["stream"], report["length"], report["dead_letters"]) == (
+        subjects["source"], 5, 1,
+    )  # fmt: skip
+    assert (info["name"], info["lag"], info["pending"]) == (group, 3, 1)
