@@ -42,7 +42,7 @@ from inferline.protocols.v2_rest import read_body
 from inferline.settings import TensorSpec
 from inferline.types import InferRequest, Tensor
 
-__all__ = ["MODEL_HEADER", "routes"]
+__all__ = ["MODEL_HEADER", "error_shape", "routes"]
 
 #: Request header naming the model when ``/invocations`` has several to choose from.
 MODEL_HEADER = "inferline-model"
@@ -286,6 +286,12 @@ def _wide(tensor: Tensor) -> Tensor:
     if tensor.datatype not in ("FP16", "FP32"):
         return tensor
     return Tensor(tensor.name, "FP64", tensor.shape, tensor.data.astype(np.float64))
+
+
+def error_shape(path: str) -> str | None:
+    """``"mlflow"`` for the paths whose errors take MLflow's shape (for answers given
+    before routing, such as the guard's refusals), else None."""
+    return "mlflow" if path.endswith("/invocations") else None
 
 
 def _mlflow_errors(endpoint: Endpoint) -> Endpoint:

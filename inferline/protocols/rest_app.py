@@ -151,6 +151,9 @@ async def _admit(guard: Guard, scope: Scope, receive: Receive, send: Send) -> bo
             f"{method} {path}",
         )
     except InferlineError as exc:
+        shape = mlflow.error_shape(path)
+        if shape is not None:
+            scope[ERROR_SHAPE] = shape  # refused before routing: in the route's own shape
         response = await error_response(Request(scope), exc)
         await response(scope, receive, send)
         return False

@@ -53,6 +53,8 @@ _JSON_TYPE = (b"content-type", b"application/json")
 #: MLflow's error codes (``mlflow/protos/databricks.proto``) by HTTP status.
 _MLFLOW_CODES = {
     400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
     404: "RESOURCE_DOES_NOT_EXIST",
     405: "BAD_REQUEST",
     413: "REQUEST_LIMIT_EXCEEDED",

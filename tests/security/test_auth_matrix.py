@@ -192,6 +192,28 @@ async def test_a_model_named_twice_is_checked_as_protobuf_reads_it(
         await server.stop(None)
 
 
+@pytest.mark.parametrize(
+    ("cred", "path", "status", "code"),
+    [
+        (None, "/invocations", 401, "UNAUTHENTICATED"),
+        (None, "/models/kitchen/invocations", 401, "UNAUTHENTICATED"),
+        ("key-kitchen", "/models/ranged/invocations", 403, "PERMISSION_DENIED"),
+        ("key-reader", "/models/kitchen/versions/1/invocations", 403, "PERMISSION_DENIED"),
+    ],
+)
+async def test_mlflow_routes_refuse_in_mlflow_shape(
+    rest: httpx.AsyncClient, auth: AuthWorld, cred: str | None, path: str, status: int, code: str
+) -> None:
+    """A refusal on ``/invocations`` is MLflow's ``{"error_code", "message"}``, as every
+    other error there (found by schemathesis: it was ``{"error"}``, against the document)."""
+    headers = {"authorization": auth.creds[cred]} if cred else {}
+    response = await rest.post(path, json={"inputs": [[0, 1, 0]]}, headers=headers)
+    assert response.status_code == status
+    body = response.json()
+    assert set(body) == {"error_code", "message"}
+    assert body["error_code"] == code
+
+
 @pytest.mark.parametrize("public", [False, True])
 async def test_metrics_need_read_unless_public(
     auth_plane: DataPlane, auth: AuthWorld, public: bool

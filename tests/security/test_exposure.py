@@ -133,3 +133,66 @@ def test_serve_flags_reach_the_settings(
     result = CliRunner().invoke(app, ["serve", "--model-dir", str(model_dir), *flags])
     assert result.exit_code == 0, result.output
     assert served[0].insecure and served[0].allow_code_upload and served[0].host == "0.0.0.0"
+
+
+# geventhttpclient (under tritonclient.http) still calls the deprecated ssl.match_hostname.
+@pytest.mark.filterwarnings("ignore:ssl.match_hostname:DeprecationWarning")
+@pytest.mark.parametrize("engine", ["native", "grpcio"])
+def test_tritonclient_with_ssl_and_a_key(model_dir: Path, tmp_path: Path, engine: str) -> None:
+    """The issue's promise end to end: ``inferline serve --tls-cert … --tls-key …`` with an
+    API key, and unchanged tritonclient with ``ssl=True`` and ``headers=`` on HTTP and on
+    either gRPC engine."""
+    import gevent.ssl
+    import tritonclient.grpc as triton_grpc
+    import tritonclient.http as triton_http
+    from tritonclient.utils import InferenceServerException
+
+    from tests.transport.pki import Authority
+
+    (tmp_path / "pki").mkdir()
+    authority = Authority(tmp_path / "pki", "first")
+    issued = authority.issue("server")
+    home = tmp_path / "home"
+    store = KeyStore(f"sqlite:///{home / 'registry.db'}")
+    _, secret = store.create("web", ["predict:ranged"])
+    store.close()
+    flags = ("--tls-cert", str(issued.cert), "--tls-key", str(issued.key))
+    process = start_server(
+        model_dir,
+        tmp_path / "log",
+        *flags,
+        "--grpc-engine",
+        engine,
+        env={"INFERLINE_HOME": str(home)},
+        verify=authority.path,
+    )
+    rows = np.array([[0.1, 5.0, -0.5]], dtype=np.float64)
+    try:
+        context = gevent.ssl.create_default_context(cafile=str(authority.path))
+        http = triton_http.InferenceServerClient(
+            process.http_url, ssl=True, ssl_context_factory=lambda *_, **__: context
+        )
+        tensor = triton_http.InferInput("x", [1, 3], "FP64")
+        tensor.set_data_from_numpy(rows)
+        with pytest.raises(InferenceServerException, match="needs credentials"):
+            http.infer("ranged", [tensor])
+        answer = http.infer("ranged", [tensor], headers={"authorization": f"Bearer {secret}"})
+        np.testing.assert_allclose(answer.as_numpy("y"), rows.sum(axis=1))
+        http.close()
+        grpc_client = triton_grpc.InferenceServerClient(
+            f"localhost:{process.grpc_port}", ssl=True, root_certificates=str(authority.path)
+        )
+        tensor = triton_grpc.InferInput("x", [1, 3], "FP64")
+        tensor.set_data_from_numpy(rows)
+        with pytest.raises(InferenceServerException, match="UNAUTHENTICATED"):
+            grpc_client.infer("ranged", [tensor])
+        answer = grpc_client.infer(
+            "ranged", [tensor], headers={"authorization": f"Bearer {secret}"}
+        )
+        np.testing.assert_allclose(answer.as_numpy("y"), rows.sum(axis=1))
+        with pytest.raises(InferenceServerException, match="PERMISSION_DENIED"):
+            grpc_client.infer("kitchen", [tensor], headers={"authorization": f"Bearer {secret}"})
+        grpc_client.close()
+    finally:
+        stop_server(process)
+    assert secret not in (tmp_path / "log").read_text()

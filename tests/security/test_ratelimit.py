@@ -5,8 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import httpx
@@ -20,6 +22,7 @@ from inferline.protocols._generated import inference_pb2 as pb
 from inferline.protocols._generated import inference_pb2_grpc as pb_grpc
 from inferline.protocols.rest_app import build_app
 from inferline.security import Guard
+from inferline.security.keys import KeyStore
 from inferline.security.policy import PREDICT, PUBLIC
 from inferline.security.ratelimit import LocalBuckets, RateLimiter
 from inferline.settings import RateLimitSettings, Settings
@@ -175,3 +178,56 @@ async def test_redis_limiter_matches_the_local_one() -> None:
     assert waits[:2] == [0.0, 0.0]
     assert 0 < waits[2] <= 2.0  # the next token, at 0.5/s, comes within 2 s
     assert limiter.errors == 0
+
+
+@pytest.mark.redis
+def test_a_real_server_with_two_workers_counts_429s_exactly(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """``inferline serve --workers 2`` with Redis buckets: of N requests from one key,
+    exactly the burst succeed whichever worker takes them, every other one is a 429
+    with ``Retry-After``, and the merged ``/metrics`` counts exactly those refusals."""
+    import redis
+
+    from tests.conftest import start_server, stop_server
+    from tests.monitoring.test_metrics import ROW, samples, value
+
+    home = tmp_path / "home"
+    name = f"rl-{uuid.uuid4().hex[:12]}"  # a fresh bucket in Redis on every run
+    store = KeyStore(Settings(home=home).registry_database)
+    try:
+        key = store.create(name, ["predict"])[1]
+    finally:
+        store.close()
+    burst, sent = 25, 60
+    env = {
+        "INFERLINE_HOME": str(home),
+        "INFERLINE_AUTH__RATE_LIMIT__REQUESTS_PER_SECOND": "0.001",  # no refill during the test
+        "INFERLINE_AUTH__RATE_LIMIT__BURST": str(burst),
+        "INFERLINE_AUTH__RATE_LIMIT__REDIS_URL": REDIS,
+        "INFERLINE_AUTH__PUBLIC_METRICS": "true",  # scrapes take no token
+    }
+    server = start_server(model_dir, tmp_path / "workers.log", "--workers", "2", env=env)
+    statuses: list[int] = []
+    try:
+        headers = {"Authorization": f"Bearer {key}"}
+        for _ in range(sent):  # a new connection each time: the kernel spreads them over workers
+            with httpx.Client(base_url=f"http://{server.http_url}", headers=headers) as client:
+                response = client.post("/v2/models/demo/infer", json=ROW)
+            if response.status_code == 429:
+                assert float(response.headers["retry-after"]) > 0
+            statuses.append(response.status_code)
+        assert statuses.count(200) == burst, statuses
+        assert statuses.count(429) == sent - burst, statuses
+        counted = -1.0
+        for _ in range(200):  # the other worker's counts land within its flush interval
+            with httpx.Client(base_url=f"http://{server.http_url}") as client:
+                found = samples(client.get("/metrics").text)
+            counted = value(found, "inferline_rate_limited_total", protocol="rest")
+            if counted == sent - burst:
+                break
+            time.sleep(0.02)
+        assert counted == sent - burst
+    finally:
+        stop_server(server)
+        redis.Redis.from_url(REDIS).delete(f"inferline:rl:key:{name}")
