@@ -17,7 +17,7 @@ from inferline.errors import Unauthenticated
 from inferline.settings import StreamSettings
 from inferline.streaming.enricher import EnricherScorer
 from tests.client.conftest import serve
-from tests.client.test_tls import Pem, pki, tls_server
+from tests.client.test_client_tls import Pem, pki, tls_server
 from tests.conftest import ServerProcess, start_server, stop_server
 from tests.security.conftest import AuthWorld, auth, auth_plane, guard
 from tests.streaming.conftest import (
