@@ -19,6 +19,8 @@ from inferline.errors import BadRequest, InvalidInput
 from inferline.types import DATATYPES, InferRequest, InferResponse, RequestedOutput, Tensor
 
 __all__ = [
+    "MAX_DIMS",
+    "check_span",
     "checked_shape",
     "decode_bytes_raw",
     "decode_request",
@@ -42,13 +44,34 @@ def json_object(raw: bytes | str, what: str = "the body") -> dict[str, Any]:
     return doc
 
 
+#: Most dimensions a tensor may have (numpy 1.x's limit; 2.x allows 64).
+MAX_DIMS = 32
+
+
 def checked_shape(name: str, shape: Any) -> tuple[list[int], int]:
     """A V2 shape and its element count, refusing anything but a list of naturals."""
     if not isinstance(shape, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise BadRequest(f"input {name!r}: 'shape' must be a list of non-negative integers")
+    if len(shape) > MAX_DIMS:
+        raise BadRequest(f"input {name!r} has {len(shape)} dimensions; the limit is {MAX_DIMS}")
     return shape, math.prod(shape)
+
+
+def check_span(name: str, shape: list[int], max_elements: int) -> None:
+    """Refuse a shape whose dimensions, zeros aside, multiply past ``max_elements``.
+
+    Why: ``[0, 2**40, 2**40]`` holds no element, so the element count passes any
+    limit, yet numpy refuses to shape even an empty array like it (a ValueError,
+    which the fuzzer found reaching the client as a 500).
+    """
+    span = math.prod(d or 1 for d in shape)
+    if span > max_elements:
+        raise InvalidInput(
+            f"input {name!r} has shape {shape}, whose dimensions span {span} elements; "
+            f"the limit is {max_elements}"
+        )
 
 
 def decode_request(
@@ -127,8 +150,10 @@ def _decode_input(
             f"input {name!r}: unknown datatype {datatype!r}; expected one of {', '.join(DATATYPES)}"
         )
     shape, size = checked_shape(name, item.get("shape"))
-    if max_elements is not None and size > max_elements:
-        raise InvalidInput(f"input {name!r} has {size} elements; the limit is {max_elements}")
+    if max_elements is not None:
+        if size > max_elements:
+            raise InvalidInput(f"input {name!r} has {size} elements; the limit is {max_elements}")
+        check_span(name, shape, max_elements)
     parameters = _parameters(item, f"input {name!r}")
     binary_size = parameters.get("binary_data_size")
     if binary_size is not None:

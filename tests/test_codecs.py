@@ -7,13 +7,14 @@ import struct
 import tracemalloc
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from inferline.codecs import decode_bytes_raw, decode_request, encode_bytes_raw, encode_response
-from inferline.errors import BadRequest, InvalidInput
+from inferline.errors import BadRequest, InferlineError, InvalidInput
 from inferline.types import DATATYPES, InferResponse, Tensor, datatype_of
 
 NUMERIC = [name for name in DATATYPES if name not in ("BYTES",)]
@@ -236,3 +237,28 @@ def test_too_many_inputs_are_refused_before_any_is_decoded() -> None:
     doc = {"inputs": [{**tensor, "name": f"x{i}"} for i in range(9)]}
     with pytest.raises(InvalidInput, match="request has 9 input tensors; the limit is 8"):
         decode_request(json.dumps(doc).encode(), max_tensors=8, max_elements=1000)
+
+
+@pytest.mark.parametrize("shape", [[0, 1 << 40, 1 << 40], [0, 1 << 25], [1] * 33])
+def test_an_empty_shape_that_spans_past_the_limit_is_refused(shape: list[int]) -> None:
+    """Zero elements pass the element limit, but numpy cannot shape even an empty array
+    this wide: the fuzzer found the ValueError reaching a client as a 500."""
+    body = orjson.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": shape, "data": []}]})
+    with pytest.raises(InferlineError) as refused:
+        decode_request(body, max_tensors=8, max_elements=1 << 24)
+    assert refused.value.http_status == 400 and "'x'" in refused.value.message
+
+
+@pytest.mark.parametrize("shape", [[0, 1 << 40, 1 << 40], [0, 1 << 25], [1] * 33])
+def test_an_empty_grpc_shape_that_spans_past_the_limit_is_refused(shape: list[int]) -> None:
+    from inferline.protocols._generated import inference_pb2 as pb
+    from inferline.protocols._grpc_codec import decode_infer
+
+    message = pb.ModelInferRequest(model_name="m")
+    message.inputs.add(name="x", datatype="FP32", shape=shape)
+    for raw in (False, True):
+        if raw:
+            message.raw_input_contents.append(b"")
+        with pytest.raises(InferlineError) as refused:
+            decode_infer(message.SerializeToString(), max_tensors=8, max_elements=1 << 24)
+        assert refused.value.http_status == 400 and "'x'" in refused.value.message

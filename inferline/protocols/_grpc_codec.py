@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from inferline.codecs import decode_bytes_raw, encode_bytes_raw
+from inferline.codecs import MAX_DIMS, check_span, decode_bytes_raw, encode_bytes_raw
 from inferline.errors import InvalidInput
 from inferline.protocols._generated import inference_pb2 as pb
 from inferline.transport import grpc_wire as _grpc_wire
@@ -179,9 +179,12 @@ def _datatype(name: str, datatype: str) -> Datatype:
 def _element_count(name: str, shape: Sequence[int], max_elements: int) -> int:
     if any(d < 0 for d in shape):
         raise InvalidInput(f"input {name!r} has shape {list(shape)}; dimensions must be >= 0")
+    if len(shape) > MAX_DIMS:
+        raise InvalidInput(f"input {name!r} has {len(shape)} dimensions; the limit is {MAX_DIMS}")
     count = math.prod(shape)
     if count > max_elements:
         raise InvalidInput(f"input {name!r} has {count} elements; the limit is {max_elements}")
+    check_span(name, list(shape), max_elements)
     return count
 
 
