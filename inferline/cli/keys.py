@@ -54,6 +54,9 @@ def create(role: Role, name: Name, models: Models = None, expires: Expires = Non
     from inferline.security.keys import parse_expiry
 
     scoped = [m.strip() for m in (models or "").split(",") if m.strip()]
+    if models is not None and not scoped:
+        # An empty list must not quietly become a key for every model.
+        raise typer.BadParameter("name at least one model, e.g. --models fraud,churn")
     roles: list[str] = []
     for value in role:
         if value == "predict" and scoped:

@@ -162,6 +162,12 @@ def test_cli_create_list_revoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert again.exit_code == 1 and "revoked already" in again.output
     bad = runner.invoke(app, ["keys", "create", "--role", "read", "--models", "x", "--name", "y"])
     assert bad.exit_code != 0
+    for empty in ("", " , "):  # a key meant for some models never becomes one for all
+        unscoped = runner.invoke(
+            app, ["keys", "create", "--role", "predict", "--models", empty, "--name", "z"]
+        )
+        assert unscoped.exit_code == 2 and "at least one model" in unscoped.output
+    assert "z" not in runner.invoke(app, ["keys", "list"]).stdout
     store = KeyStore(f"sqlite:///{tmp_path / 'home' / 'registry.db'}")
     cache = KeyCache(store)
     cache.refresh()
